@@ -1,0 +1,270 @@
+package wsgate
+
+import (
+	"bytes"
+	"compress/flate"
+	"errors"
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// permessage-deflate (RFC 7692).
+
+const deflateName = "permessage-deflate"
+
+// deflateParams are the negotiated extension parameters.
+type deflateParams struct {
+	serverNoContext bool
+	clientNoContext bool
+	serverMaxBits   int // 0 when absent
+	clientMaxBits   int // 0 when absent; -1 for "client_max_window_bits" without a value
+}
+
+// parseDeflateOffer parses one extension element's parameters. It reports
+// false when a parameter is unknown, repeated or has a bad value.
+func parseDeflateOffer(params []string) (deflateParams, bool) {
+	var p deflateParams
+	seen := map[string]bool{}
+	for _, kv := range params {
+		k, v, hasV := strings.Cut(kv, "=")
+		k = strings.ToLower(strings.TrimSpace(k))
+		v = strings.Trim(strings.TrimSpace(v), `"`)
+		if seen[k] {
+			return p, false
+		}
+		seen[k] = true
+		switch k {
+		case "server_no_context_takeover":
+			if hasV {
+				return p, false
+			}
+			p.serverNoContext = true
+		case "client_no_context_takeover":
+			if hasV {
+				return p, false
+			}
+			p.clientNoContext = true
+		case "server_max_window_bits":
+			b, ok := windowBits(v)
+			if !hasV || !ok {
+				return p, false
+			}
+			p.serverMaxBits = b
+		case "client_max_window_bits":
+			if !hasV {
+				p.clientMaxBits = -1
+				continue
+			}
+			b, ok := windowBits(v)
+			if !ok {
+				return p, false
+			}
+			p.clientMaxBits = b
+		default:
+			return p, false
+		}
+	}
+	return p, true
+}
+
+func windowBits(v string) (int, bool) {
+	if len(v) == 0 || len(v) > 2 || v[0] == '0' {
+		return 0, false
+	}
+	b, err := strconv.Atoi(v)
+	if err != nil || b < 8 || b > 15 {
+		return 0, false
+	}
+	return b, true
+}
+
+// extensionOffers splits Sec-WebSocket-Extensions header values into
+// elements, each a name and its parameters.
+func extensionOffers(values []string) [][]string {
+	var out [][]string
+	for _, v := range values {
+		for _, elem := range splitOutsideQuotes(v, ',') {
+			parts := splitOutsideQuotes(elem, ';')
+			for i := range parts {
+				parts[i] = strings.TrimSpace(parts[i])
+			}
+			if len(parts) == 0 || parts[0] == "" {
+				continue
+			}
+			out = append(out, parts)
+		}
+	}
+	return out
+}
+
+func splitOutsideQuotes(s string, sep byte) []string {
+	var out []string
+	quoted := false
+	start := 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '"':
+			quoted = !quoted
+		case sep:
+			if !quoted {
+				out = append(out, s[start:i])
+				start = i + 1
+			}
+		}
+	}
+	return append(out, s[start:])
+}
+
+// acceptDeflate picks the first acceptable permessage-deflate offer and
+// returns the response element. The server always answers with
+// server_no_context_takeover, so its compressors can be pooled instead of
+// held per connection; it follows a client's window limit by compressing
+// without back-references (Huffman only), which is valid for any window.
+func acceptDeflate(values []string) (string, *deflateParams) {
+	for _, offer := range extensionOffers(values) {
+		if !strings.EqualFold(offer[0], deflateName) {
+			continue
+		}
+		p, ok := parseDeflateOffer(offer[1:])
+		if !ok {
+			continue
+		}
+		p.serverNoContext = true
+		resp := deflateName + "; server_no_context_takeover"
+		if p.clientNoContext {
+			resp += "; client_no_context_takeover"
+		}
+		if p.serverMaxBits != 0 {
+			resp += "; server_max_window_bits=" + strconv.Itoa(p.serverMaxBits)
+		}
+		if p.clientMaxBits > 0 {
+			resp += "; client_max_window_bits=" + strconv.Itoa(p.clientMaxBits)
+		}
+		return resp, &p
+	}
+	return "", nil
+}
+
+// clientDeflateOffer is what Dial offers: no context takeover either way,
+// so neither side keeps compression state between messages.
+const clientDeflateOffer = deflateName + "; server_no_context_takeover; client_no_context_takeover"
+
+// checkDeflateResponse validates the server's answer to clientDeflateOffer.
+func checkDeflateResponse(values []string) (*deflateParams, error) {
+	offers := extensionOffers(values)
+	if len(offers) == 0 {
+		return nil, nil
+	}
+	if len(offers) > 1 || !strings.EqualFold(offers[0][0], deflateName) {
+		return nil, errors.New("server accepted an extension that was not offered")
+	}
+	p, ok := parseDeflateOffer(offers[0][1:])
+	if !ok || p.clientMaxBits == -1 {
+		return nil, errors.New("invalid permessage-deflate response")
+	}
+	return &p, nil
+}
+
+// deflater compresses and decompresses one connection's messages.
+type deflater struct {
+	huffmanOnly bool   // our window is limited below 32 KiB
+	inTakeover  bool   // the peer keeps its LZ77 window across messages
+	dict        []byte // last 32 KiB of inflated output, when inTakeover
+}
+
+func newDeflater(p deflateParams, server bool) *deflater {
+	d := &deflater{}
+	if server {
+		d.huffmanOnly = p.serverMaxBits != 0 && p.serverMaxBits < 15
+		d.inTakeover = !p.clientNoContext
+	} else {
+		d.huffmanOnly = p.clientMaxBits > 0 && p.clientMaxBits < 15
+		d.inTakeover = !p.serverNoContext
+	}
+	return d
+}
+
+var (
+	fastWriters    sync.Pool // *flate.Writer, BestSpeed
+	huffmanWriters sync.Pool // *flate.Writer, HuffmanOnly
+	flateReaders   sync.Pool // io.ReadCloser implementing flate.Resetter
+)
+
+type appendWriter struct{ b []byte }
+
+func (w *appendWriter) Write(p []byte) (int, error) {
+	w.b = append(w.b, p...)
+	return len(p), nil
+}
+
+// compress appends p's compressed form, without the trailing
+// 0x00 0x00 0xff 0xff, to dst.
+func (d *deflater) compress(dst, p []byte) []byte {
+	pool, level := &fastWriters, flate.BestSpeed
+	if d.huffmanOnly {
+		pool, level = &huffmanWriters, flate.HuffmanOnly
+	}
+	w := &appendWriter{b: dst}
+	fw, _ := pool.Get().(*flate.Writer)
+	if fw == nil {
+		fw, _ = flate.NewWriter(w, level)
+	} else {
+		fw.Reset(w)
+	}
+	fw.Write(p)
+	fw.Flush()
+	fw.Reset(io.Discard)
+	pool.Put(fw)
+	out := w.b
+	if bytes.HasSuffix(out[len(dst):], []byte{0, 0, 0xff, 0xff}) {
+		out = out[:len(out)-4]
+	}
+	return out
+}
+
+var errInflateTooBig = errors.New("inflated message too big")
+
+// deflateTail restores the removed sync marker and ends the stream with an
+// empty final block, so the reader stops cleanly.
+var deflateTail = []byte{0x00, 0x00, 0xff, 0xff, 0x01, 0x00, 0x00, 0xff, 0xff}
+
+// decompress inflates one message, at most limit bytes (-1: no limit).
+func (d *deflater) decompress(p []byte, limit int64) ([]byte, error) {
+	src := io.MultiReader(bytes.NewReader(p), bytes.NewReader(deflateTail))
+	fr, _ := flateReaders.Get().(io.ReadCloser)
+	if fr == nil {
+		fr = flate.NewReaderDict(src, d.dict)
+	} else if err := fr.(flate.Resetter).Reset(src, d.dict); err != nil {
+		return nil, err
+	}
+	defer func() {
+		fr.(flate.Resetter).Reset(bytes.NewReader(nil), nil)
+		flateReaders.Put(fr)
+	}()
+	var out bytes.Buffer
+	var r io.Reader = fr
+	if limit >= 0 {
+		r = io.LimitReader(fr, limit+1)
+	}
+	if _, err := out.ReadFrom(r); err != nil {
+		return nil, err
+	}
+	if limit >= 0 && int64(out.Len()) > limit {
+		return nil, errInflateTooBig
+	}
+	b := out.Bytes()
+	if d.inTakeover {
+		const window = 32 << 10
+		if len(b) >= window {
+			d.dict = append(d.dict[:0], b[len(b)-window:]...)
+		} else {
+			d.dict = append(d.dict, b...)
+			if len(d.dict) > window {
+				d.dict = d.dict[:copy(d.dict, d.dict[len(d.dict)-window:])]
+			}
+		}
+	}
+	return b, nil
+}

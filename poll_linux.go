@@ -1,0 +1,369 @@
+//go:build linux
+
+package wsgate
+
+import (
+	"net"
+	"runtime"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// loop is an epoll event loop. It owns the file descriptors of its
+// connections: only it reads them and only it closes them, so a descriptor
+// number is never reused while another goroutine could still use it.
+// Writers write to a descriptor under the connection's mutex after checking
+// that the connection is not closed.
+type loop struct {
+	epfd int
+	evfd int
+
+	mu      sync.Mutex
+	tasks   []task
+	waking  bool
+	running []task // the loop's own copy of tasks being run
+
+	conns   []*Conn // indexed by fd; loop goroutine only
+	count   int
+	buf     []byte
+	pending []*Conn // connections with more input to read
+}
+
+type taskKind uint8
+
+const (
+	taskAdd taskKind = iota
+	taskClose
+	taskResume
+	taskStop
+)
+
+type task struct {
+	c    *Conn
+	kind taskKind
+	data []byte
+}
+
+const (
+	readBufSize   = 64 << 10
+	readsPerEvent = 8
+)
+
+// startLoops starts one loop per usable CPU.
+func startLoops() []*loop {
+	n := runtime.GOMAXPROCS(0)
+	loops := make([]*loop, 0, n)
+	for range n {
+		l, err := newLoop()
+		if err != nil {
+			panic("wsgate: cannot start event loop: " + err.Error())
+		}
+		loops = append(loops, l)
+		go l.run()
+	}
+	return loops
+}
+
+func newLoop() (*loop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	evfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, err
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(evfd)}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &ev); err != nil {
+		unix.Close(epfd)
+		unix.Close(evfd)
+		return nil, err
+	}
+	return &loop{epfd: epfd, evfd: evfd, buf: make([]byte, readBufSize)}, nil
+}
+
+// post queues a task for the loop goroutine and wakes it.
+func (l *loop) post(t task) {
+	l.mu.Lock()
+	l.tasks = append(l.tasks, t)
+	wake := !l.waking
+	l.waking = true
+	l.mu.Unlock()
+	if wake {
+		var one = [8]byte{1}
+		unix.Write(l.evfd, one[:])
+	}
+}
+
+func (l *loop) run() {
+	events := make([]unix.EpollEvent, 256)
+	for {
+		timeout := -1
+		if len(l.pending) > 0 {
+			timeout = 0
+		}
+		n, err := unix.EpollWait(l.epfd, events, timeout)
+		if err != nil && err != unix.EINTR {
+			panic("wsgate: epoll_wait: " + err.Error())
+		}
+		now := nanotime()
+		for i := 0; i < n; i++ {
+			ev := &events[i]
+			fd := int(ev.Fd)
+			if fd == l.evfd {
+				if l.runTasks(now) {
+					return
+				}
+				continue
+			}
+			if fd >= len(l.conns) || l.conns[fd] == nil {
+				continue
+			}
+			c := l.conns[fd]
+			if ev.Events&unix.EPOLLOUT != 0 {
+				c.mu.Lock()
+				c.flushLocked(false)
+				c.mu.Unlock()
+			}
+			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				l.read(c, now)
+			}
+		}
+		if len(l.pending) > 0 {
+			p := l.pending
+			l.pending = nil
+			for i, c := range p {
+				p[i] = nil
+				if c.fd >= 0 && c.fd < len(l.conns) && l.conns[c.fd] == c {
+					l.read(c, now)
+				}
+			}
+		}
+	}
+}
+
+// runTasks runs the posted tasks and reports whether the loop must exit.
+func (l *loop) runTasks(now int64) bool {
+	var b [8]byte
+	unix.Read(l.evfd, b[:])
+	l.mu.Lock()
+	l.running, l.tasks = l.tasks, l.running[:0]
+	l.waking = false
+	l.mu.Unlock()
+	stop := false
+	for i := range l.running {
+		t := l.running[i]
+		l.running[i] = task{}
+		switch t.kind {
+		case taskAdd:
+			l.add(t.c, t.data, now)
+		case taskClose:
+			l.close(t.c)
+		case taskResume:
+			l.resume(t.c, now)
+		case taskStop:
+			stop = true
+		}
+	}
+	if stop {
+		unix.Close(l.epfd)
+		unix.Close(l.evfd)
+	}
+	return stop
+}
+
+func (l *loop) add(c *Conn, leftover []byte, now int64) {
+	fd := c.fd
+	for fd >= len(l.conns) {
+		l.conns = append(l.conns, make([]*Conn, len(l.conns)+64)...)
+	}
+	l.conns[fd] = c
+	l.count++
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		c.mu.Lock()
+		c.abortLocked(err)
+		c.mu.Unlock()
+		return
+	}
+	if len(leftover) > 0 {
+		l.feed(c, leftover, now)
+	}
+}
+
+func (l *loop) close(c *Conn) {
+	fd := c.fd
+	if fd < 0 || fd >= len(l.conns) || l.conns[fd] != c {
+		return
+	}
+	l.conns[fd] = nil
+	l.count--
+	unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	c.mu.Lock()
+	unix.Close(fd)
+	c.mu.Unlock()
+	c.finish()
+}
+
+func (l *loop) resume(c *Conn, now int64) {
+	if c.fd < 0 || c.fd >= len(l.conns) || l.conns[c.fd] != c || !c.rs.paused {
+		return
+	}
+	if c.rq.isPaused() {
+		return
+	}
+	c.rs.paused = false
+	if len(c.rs.stash) > 0 {
+		stash := c.rs.stash
+		l.feed(c, stash, now)
+		if c.rs.paused {
+			return
+		}
+	}
+	l.read(c, now)
+}
+
+// feed parses input with writes corked, so that every reply produced while
+// handling one read goes out in one system call.
+func (l *loop) feed(c *Conn, p []byte, now int64) {
+	c.lastRecv.Store(now)
+	c.mu.Lock()
+	c.corked = true
+	c.mu.Unlock()
+	c.feed(p, now)
+	c.mu.Lock()
+	c.corked = false
+	c.flushLocked(false)
+	c.mu.Unlock()
+}
+
+// read drains the socket (edge-triggered), a bounded number of reads at a
+// time so that one busy peer cannot starve the others.
+func (l *loop) read(c *Conn, now int64) {
+	fd := c.fd
+	for i := 0; i < readsPerEvent; i++ {
+		if c.rs.paused {
+			return
+		}
+		n, err := unix.Read(fd, l.buf)
+		if n > 0 {
+			l.feed(c, l.buf[:n], now)
+			if n < len(l.buf) {
+				return
+			}
+			continue
+		}
+		switch err {
+		case nil:
+			c.onEOF()
+			return
+		case unix.EAGAIN:
+			return
+		case unix.EINTR:
+			i--
+			continue
+		default:
+			c.mu.Lock()
+			c.abortLocked(err)
+			c.mu.Unlock()
+			return
+		}
+	}
+	l.pending = append(l.pending, c)
+}
+
+// takeFD moves a TCP or Unix socket out of the Go runtime's poller into a
+// descriptor of our own, in non-blocking mode. nc is closed on success.
+func takeFD(nc net.Conn) (int, bool) {
+	var raw interface {
+		SyscallConn() (syscall.RawConn, error)
+	}
+	switch t := nc.(type) {
+	case *net.TCPConn:
+		raw = t
+	case *net.UnixConn:
+		raw = t
+	default:
+		return -1, false
+	}
+	rc, err := raw.SyscallConn()
+	if err != nil {
+		return -1, false
+	}
+	nfd := -1
+	var derr error
+	err = rc.Control(func(fd uintptr) {
+		nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	})
+	if err != nil || derr != nil {
+		return -1, false
+	}
+	if err := unix.SetNonblock(nfd, true); err != nil {
+		unix.Close(nfd)
+		return -1, false
+	}
+	nc.Close()
+	return nfd, true
+}
+
+// writev2 writes a and b to a non-blocking descriptor and returns how many
+// bytes went out; a full socket buffer is not an error.
+func writev2(fd int, a, b []byte) (int, error) {
+	iov := [][]byte{a, b}
+	if len(b) == 0 {
+		iov = iov[:1]
+	}
+	total := 0
+	for {
+		n, err := unix.Writev(fd, iov)
+		if n > 0 {
+			total += n
+			for n > 0 && len(iov) > 0 {
+				if n >= len(iov[0]) {
+					n -= len(iov[0])
+					iov = iov[1:]
+				} else {
+					iov[0] = iov[0][n:]
+					n = 0
+				}
+			}
+			if len(iov) == 0 {
+				return total, nil
+			}
+			continue
+		}
+		switch err {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN, nil:
+			return total, nil
+		}
+		return total, err
+	}
+}
+
+// flushFDLocked writes queued bytes without blocking; what does not fit
+// waits for EPOLLOUT.
+func (c *Conn) flushFDLocked() {
+	for c.outOff < len(c.out) {
+		n, err := unix.Write(c.fd, c.out[c.outOff:])
+		if n > 0 {
+			c.advanceLocked(n)
+			if c.closed {
+				return
+			}
+			continue
+		}
+		switch err {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN, nil:
+			return
+		}
+		c.abortLocked(err)
+		return
+	}
+}

@@ -1,0 +1,401 @@
+package wsgate
+
+import (
+	"encoding/binary"
+	"fmt"
+	"strconv"
+	"unicode/utf8"
+)
+
+// readState is the incremental frame parser. Only the goroutine that reads
+// the connection (its event loop, or its reader goroutine) touches it.
+type readState struct {
+	hdr  [maxHeaderLen]byte
+	hdrN int
+
+	// The frame being read.
+	inFrame  bool
+	fin      bool
+	op       byte
+	masked   bool
+	key      uint32
+	keyPos   int
+	remain   int64
+	frameLen int64
+
+	// The data message being assembled.
+	msgOp      byte // opText or opBinary; 0 between messages
+	msgDeflate bool
+	msg        []byte
+	msgSize    int64
+	utf8       utf8Validator
+
+	ctrl  [maxControlLength]byte
+	ctrlN int
+
+	discard bool   // failed: parse frames, act only on close
+	stopped bool   // the peer's close arrived: ignore all input
+	paused  bool   // the receive queue is full: keep input in stash
+	stash   []byte // input not yet parsed while paused
+}
+
+func (rs *readState) release() {
+	rs.msg = nil
+	rs.stash = nil
+}
+
+// feed parses input. It runs on the reading goroutine and may call
+// OnMessage.
+func (c *Conn) feed(p []byte, now int64) {
+	rs := &c.rs
+	for len(p) > 0 && !rs.stopped && !rs.paused {
+		if !rs.inFrame {
+			var h []byte
+			if rs.hdrN == 0 && len(p) >= 2 {
+				if hl := headerLen(p[0], p[1]); len(p) >= hl {
+					h, p = p[:hl], p[hl:]
+				}
+			}
+			if h == nil {
+				if rs.hdrN < 2 {
+					k := copy(rs.hdr[rs.hdrN:2], p)
+					rs.hdrN += k
+					p = p[k:]
+					if rs.hdrN < 2 {
+						return
+					}
+				}
+				hl := headerLen(rs.hdr[0], rs.hdr[1])
+				k := copy(rs.hdr[rs.hdrN:hl], p)
+				rs.hdrN += k
+				p = p[k:]
+				if rs.hdrN < hl {
+					return
+				}
+				h = rs.hdr[:hl]
+				rs.hdrN = 0
+			}
+			if !c.beginFrame(h) {
+				return
+			}
+			if rs.remain == 0 {
+				rs.inFrame = false
+				c.payload(nil, now)
+			}
+			continue
+		}
+		n := len(p)
+		if int64(n) > rs.remain {
+			n = int(rs.remain)
+		}
+		chunk := p[:n]
+		p = p[n:]
+		if rs.masked {
+			rs.keyPos = maskBytes(rs.key, rs.keyPos, chunk)
+		}
+		rs.remain -= int64(n)
+		if rs.remain == 0 {
+			rs.inFrame = false
+		}
+		c.payload(chunk, now)
+	}
+	if rs.paused && len(p) > 0 {
+		rs.stash = append(rs.stash[:0], p...)
+	} else if !rs.paused {
+		rs.stash = rs.stash[:0]
+	}
+}
+
+// beginFrame validates a frame header and sets up reading its payload.
+func (c *Conn) beginFrame(h []byte) bool {
+	rs := &c.rs
+	b0, b1 := h[0], h[1]
+	fin := b0&finBit != 0
+	rsv1 := b0&rsv1Bit != 0
+	op := b0 & 0x0F
+	masked := b1&maskBit != 0
+	var n int64
+	switch b1 & 0x7F {
+	case 126:
+		n = int64(binary.BigEndian.Uint16(h[2:]))
+	case 127:
+		u := binary.BigEndian.Uint64(h[2:])
+		if u>>63 != 0 {
+			c.fail(StatusProtocolError, "invalid payload length")
+			return false
+		}
+		n = int64(u)
+	default:
+		n = int64(b1 & 0x7F)
+	}
+	rs.inFrame = true
+	rs.fin, rs.op, rs.masked = fin, op, masked
+	rs.remain, rs.frameLen = n, n
+	rs.keyPos = 0
+	if masked {
+		rs.key = binary.LittleEndian.Uint32(h[len(h)-4:])
+	}
+	isControl := op&0x8 != 0
+	if isControl {
+		rs.ctrlN = 0
+		if !fin || n > maxControlLength {
+			if rs.discard {
+				c.shutdown()
+				return false
+			}
+			c.fail(StatusProtocolError, "invalid control frame")
+			return false
+		}
+	}
+	if rs.discard {
+		return true
+	}
+	if b0&(rsv2Bit|rsv3Bit) != 0 {
+		c.fail(StatusProtocolError, "reserved bits set")
+		return false
+	}
+	if masked != c.server {
+		if c.server {
+			c.fail(StatusProtocolError, "unmasked client frame")
+		} else {
+			c.fail(StatusProtocolError, "masked server frame")
+		}
+		return false
+	}
+	if isControl {
+		if rsv1 {
+			c.fail(StatusProtocolError, "RSV1 on a control frame")
+			return false
+		}
+		if op != opClose && op != opPing && op != opPong {
+			c.fail(StatusProtocolError, "reserved opcode")
+			return false
+		}
+		return true
+	}
+	switch op {
+	case opContinuation:
+		if rs.msgOp == 0 {
+			c.fail(StatusProtocolError, "continuation frame without a message")
+			return false
+		}
+		if rsv1 {
+			c.fail(StatusProtocolError, "RSV1 on a continuation frame")
+			return false
+		}
+	case opText, opBinary:
+		if rs.msgOp != 0 {
+			c.fail(StatusProtocolError, "new message before the last one ended")
+			return false
+		}
+		if rsv1 && c.deflate == nil {
+			c.fail(StatusProtocolError, "RSV1 set without an extension")
+			return false
+		}
+		rs.msgOp, rs.msgDeflate, rs.msgSize = op, rsv1, 0
+		rs.utf8.reset()
+	default:
+		c.fail(StatusProtocolError, "reserved opcode")
+		return false
+	}
+	rs.msgSize += n
+	if lim := c.cfg.readLimit; lim >= 0 && rs.msgSize > lim {
+		c.failTooBig()
+		return false
+	}
+	return true
+}
+
+// payload handles a chunk of the current frame's unmasked payload. The
+// frame is complete when rs.inFrame is false.
+func (c *Conn) payload(chunk []byte, now int64) {
+	rs := &c.rs
+	done := !rs.inFrame
+	if rs.op&0x8 != 0 {
+		rs.ctrlN += copy(rs.ctrl[rs.ctrlN:], chunk)
+		if done {
+			c.control(rs.ctrl[:rs.ctrlN], now)
+		}
+		return
+	}
+	if rs.discard {
+		return
+	}
+	text := rs.msgOp == opText && !rs.msgDeflate
+	if text && !rs.utf8.write(chunk) {
+		c.fail(StatusInvalidFramePayloadData, "invalid UTF-8")
+		return
+	}
+	if done && rs.fin && len(rs.msg) == 0 && int64(len(chunk)) == rs.frameLen && !rs.msgDeflate {
+		// The whole message is in this chunk: deliver it in place.
+		if text && !rs.utf8.complete() {
+			c.fail(StatusInvalidFramePayloadData, "invalid UTF-8")
+			return
+		}
+		op := rs.msgOp
+		rs.msgOp = 0
+		c.deliver(MessageType(op), chunk, false)
+		return
+	}
+	rs.msg = append(rs.msg, chunk...)
+	if !done || !rs.fin {
+		return
+	}
+	op := rs.msgOp
+	rs.msgOp = 0
+	msg := rs.msg
+	if rs.msgDeflate {
+		out, err := c.deflate.decompress(msg, c.cfg.readLimit)
+		rs.msg = msg[:0]
+		if err != nil {
+			if err == errInflateTooBig {
+				c.failTooBig()
+			} else {
+				c.fail(StatusInvalidFramePayloadData, "invalid compressed data")
+			}
+			return
+		}
+		if op == opText && !utf8.Valid(out) {
+			c.fail(StatusInvalidFramePayloadData, "invalid UTF-8")
+			return
+		}
+		c.deliver(MessageType(op), out, true)
+		return
+	}
+	if text && !rs.utf8.complete() {
+		c.fail(StatusInvalidFramePayloadData, "invalid UTF-8")
+		return
+	}
+	if c.rq != nil {
+		// The queue takes the buffer over.
+		rs.msg = nil
+		c.deliver(MessageType(op), msg, true)
+		return
+	}
+	c.deliver(MessageType(op), msg, false)
+	if cap(msg) > 64<<10 {
+		rs.msg = nil
+	} else {
+		rs.msg = msg[:0]
+	}
+}
+
+// deliver hands a complete message to OnMessage or the receive queue. owned
+// says whether data may be kept without copying.
+func (c *Conn) deliver(typ MessageType, data []byte, owned bool) {
+	c.msgsIn.Add(1)
+	c.bytesIn.Add(uint64(len(data)))
+	if c.rq == nil {
+		c.cfg.OnMessage(c, typ, data)
+		return
+	}
+	if !owned {
+		data = append([]byte(nil), data...)
+	}
+	if c.push(typ, data) {
+		c.rs.paused = true
+	}
+}
+
+// control handles a complete control frame.
+func (c *Conn) control(p []byte, now int64) {
+	rs := &c.rs
+	switch rs.op {
+	case opPing:
+		if rs.discard {
+			return
+		}
+		c.mu.Lock()
+		if !c.closeSent && !c.closed {
+			c.sendControlLocked(opPong, p, true)
+		}
+		c.mu.Unlock()
+	case opPong:
+		c.onPong(p, now)
+	case opClose:
+		c.onClose(p)
+	}
+}
+
+// onClose handles the peer's close frame.
+func (c *Conn) onClose(p []byte) {
+	rs := &c.rs
+	code := StatusNoStatusRcvd
+	reason := ""
+	if !rs.discard {
+		switch {
+		case len(p) == 1:
+			c.fail(StatusProtocolError, "close frame payload of 1 byte")
+			return
+		case len(p) >= 2:
+			code = StatusCode(binary.BigEndian.Uint16(p))
+			if !validWireCode(code) {
+				c.fail(StatusProtocolError, "invalid close code "+strconv.Itoa(int(code)))
+				return
+			}
+			if !utf8.Valid(p[2:]) {
+				c.fail(StatusInvalidFramePayloadData, "invalid UTF-8 in close reason")
+				return
+			}
+			reason = string(p[2:])
+		}
+	}
+	rs.stopped = true
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closeRecv = true
+	if c.cause == nil {
+		c.cause = &CloseError{Code: code, Reason: reason, Remote: true}
+	}
+	if c.closed {
+		return
+	}
+	if !c.closeSent {
+		c.sendCloseLocked(code, "", true)
+		return
+	}
+	if c.closeWritten {
+		c.handshakeDoneLocked()
+	}
+}
+
+// fail fails the connection from the reading goroutine.
+func (c *Conn) fail(code StatusCode, reason string) {
+	var err error
+	switch code {
+	case StatusInvalidFramePayloadData:
+		err = ErrInvalidUTF8
+	case StatusMessageTooBig:
+		err = ErrMessageTooBig
+	default:
+		err = fmt.Errorf("%w: %s", ErrProtocol, reason)
+	}
+	rs := &c.rs
+	rs.discard = true
+	rs.msgOp = 0
+	rs.msg = nil
+	c.mu.Lock()
+	c.failLocked(code, err, reason)
+	c.mu.Unlock()
+}
+
+func (c *Conn) failTooBig() {
+	c.fail(StatusMessageTooBig, "message too big")
+}
+
+// shutdown ends the connection without a handshake, from the reader.
+func (c *Conn) shutdown() {
+	c.mu.Lock()
+	c.shutdownLocked()
+	c.mu.Unlock()
+}
+
+// onEOF handles the end of input.
+func (c *Conn) onEOF() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cause == nil && !(c.closeRecv && c.closeSent) {
+		c.cause = &CloseError{Code: StatusAbnormalClosure, Err: errEOF}
+	}
+	c.shutdownLocked()
+}
