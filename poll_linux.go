@@ -23,6 +23,7 @@ type loop struct {
 	mu      sync.Mutex
 	tasks   []task
 	waking  bool
+	stopped bool // the descriptors are closed: post must not touch them
 	running []task // the loop's own copy of tasks being run
 
 	conns   []*Conn // indexed by fd; loop goroutine only
@@ -88,6 +89,10 @@ func newLoop() (*loop, error) {
 // post queues a task for the loop goroutine and wakes it.
 func (l *loop) post(t task) {
 	l.mu.Lock()
+	if l.stopped {
+		l.mu.Unlock()
+		return
+	}
 	l.tasks = append(l.tasks, t)
 	wake := !l.waking
 	l.waking = true
@@ -169,6 +174,9 @@ func (l *loop) runTasks(now int64) bool {
 		}
 	}
 	if stop {
+		l.mu.Lock()
+		l.stopped = true
+		l.mu.Unlock()
 		unix.Close(l.epfd)
 		unix.Close(l.evfd)
 	}

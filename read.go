@@ -76,7 +76,7 @@ func (c *Conn) feed(p []byte, now int64) {
 				rs.hdrN = 0
 			}
 			if !c.beginFrame(h) {
-				return
+				return // the connection is being torn down
 			}
 			if rs.remain == 0 {
 				rs.inFrame = false
@@ -122,6 +122,7 @@ func (c *Conn) beginFrame(h []byte) bool {
 		u := binary.BigEndian.Uint64(h[2:])
 		if u>>63 != 0 {
 			c.fail(StatusProtocolError, "invalid payload length")
+			c.shutdown()
 			return false
 		}
 		n = int64(u)
@@ -143,66 +144,65 @@ func (c *Conn) beginFrame(h []byte) bool {
 				c.shutdown()
 				return false
 			}
-			c.fail(StatusProtocolError, "invalid control frame")
-			return false
+			return c.ignoreFrame(StatusProtocolError, "invalid control frame")
 		}
 	}
 	if rs.discard {
 		return true
 	}
 	if b0&(rsv2Bit|rsv3Bit) != 0 {
-		c.fail(StatusProtocolError, "reserved bits set")
-		return false
+		return c.ignoreFrame(StatusProtocolError, "reserved bits set")
 	}
 	if masked != c.server {
 		if c.server {
-			c.fail(StatusProtocolError, "unmasked client frame")
-		} else {
-			c.fail(StatusProtocolError, "masked server frame")
+			return c.ignoreFrame(StatusProtocolError, "unmasked client frame")
 		}
-		return false
+		return c.ignoreFrame(StatusProtocolError, "masked server frame")
 	}
 	if isControl {
 		if rsv1 {
-			c.fail(StatusProtocolError, "RSV1 on a control frame")
-			return false
+			return c.ignoreFrame(StatusProtocolError, "RSV1 on a control frame")
 		}
 		if op != opClose && op != opPing && op != opPong {
-			c.fail(StatusProtocolError, "reserved opcode")
-			return false
+			return c.ignoreFrame(StatusProtocolError, "reserved opcode")
 		}
 		return true
 	}
 	switch op {
 	case opContinuation:
 		if rs.msgOp == 0 {
-			c.fail(StatusProtocolError, "continuation frame without a message")
-			return false
+			return c.ignoreFrame(StatusProtocolError, "continuation frame without a message")
 		}
 		if rsv1 {
-			c.fail(StatusProtocolError, "RSV1 on a continuation frame")
-			return false
+			return c.ignoreFrame(StatusProtocolError, "RSV1 on a continuation frame")
 		}
 	case opText, opBinary:
 		if rs.msgOp != 0 {
-			c.fail(StatusProtocolError, "new message before the last one ended")
-			return false
+			return c.ignoreFrame(StatusProtocolError, "new message before the last one ended")
 		}
 		if rsv1 && c.deflate == nil {
-			c.fail(StatusProtocolError, "RSV1 set without an extension")
-			return false
+			return c.ignoreFrame(StatusProtocolError, "RSV1 set without an extension")
 		}
 		rs.msgOp, rs.msgDeflate, rs.msgSize = op, rsv1, 0
 		rs.utf8.reset()
 	default:
-		c.fail(StatusProtocolError, "reserved opcode")
-		return false
+		return c.ignoreFrame(StatusProtocolError, "reserved opcode")
 	}
 	rs.msgSize += n
 	if lim := c.cfg.readLimit; lim >= 0 && rs.msgSize > lim {
-		c.failTooBig()
-		return false
+		return c.ignoreFrame(StatusMessageTooBig, "message too big")
 	}
+	return true
+}
+
+// opIgnore marks a frame whose payload is skipped after a failure.
+const opIgnore = 0xFF
+
+// ignoreFrame fails the connection and skips the current frame's payload;
+// parsing goes on, so that the peer's close frame can still be read.
+func (c *Conn) ignoreFrame(code StatusCode, reason string) bool {
+	c.fail(code, reason)
+	c.rs.op = opIgnore
 	return true
 }
 
@@ -211,6 +211,9 @@ func (c *Conn) beginFrame(h []byte) bool {
 func (c *Conn) payload(chunk []byte, now int64) {
 	rs := &c.rs
 	done := !rs.inFrame
+	if rs.op == opIgnore {
+		return
+	}
 	if rs.op&0x8 != 0 {
 		rs.ctrlN += copy(rs.ctrl[rs.ctrlN:], chunk)
 		if done {
