@@ -133,8 +133,10 @@ func (l *loop) run() {
 				c.flushLocked(false)
 				c.mu.Unlock()
 			}
-			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-				l.read(c, now)
+			if ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				l.read(c, now, true)
+			} else if ev.Events&unix.EPOLLIN != 0 {
+				l.read(c, now, false)
 			}
 		}
 		if len(l.pending) > 0 {
@@ -143,7 +145,7 @@ func (l *loop) run() {
 			for i, c := range p {
 				p[i] = nil
 				if c.fd >= 0 && c.fd < len(l.conns) && l.conns[c.fd] == c {
-					l.read(c, now)
+					l.read(c, now, true)
 				}
 			}
 		}
@@ -231,7 +233,7 @@ func (l *loop) resume(c *Conn, now int64) {
 			return
 		}
 	}
-	l.read(c, now)
+	l.read(c, now, true)
 }
 
 // feed parses input with writes corked, so that every reply produced while
@@ -249,8 +251,10 @@ func (l *loop) feed(c *Conn, p []byte, now int64) {
 }
 
 // read drains the socket (edge-triggered), a bounded number of reads at a
-// time so that one busy peer cannot starve the others.
-func (l *loop) read(c *Conn, now int64) {
+// time so that one busy peer cannot starve the others. A short read means
+// the socket is empty unless the peer's FIN may already be waiting behind
+// the data (drain): then it reads on until EAGAIN or EOF.
+func (l *loop) read(c *Conn, now int64, drain bool) {
 	fd := c.fd
 	for i := 0; i < readsPerEvent; i++ {
 		if c.rs.paused {
@@ -259,7 +263,7 @@ func (l *loop) read(c *Conn, now int64) {
 		n, err := unix.Read(fd, l.buf)
 		if n > 0 {
 			l.feed(c, l.buf[:n], now)
-			if n < len(l.buf) {
+			if n < len(l.buf) && !drain {
 				return
 			}
 			continue

@@ -99,9 +99,11 @@ func (c *Conn) feed(p []byte, now int64) {
 		}
 		c.payload(chunk, now)
 	}
-	if rs.paused && len(p) > 0 {
+	// Keep what was not parsed (p may itself be the stash: append copies
+	// with memmove semantics).
+	if rs.paused {
 		rs.stash = append(rs.stash[:0], p...)
-	} else if !rs.paused {
+	} else {
 		rs.stash = rs.stash[:0]
 	}
 }
