@@ -4,6 +4,7 @@ package wsgate
 
 import (
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"syscall"
@@ -19,11 +20,20 @@ import (
 type loop struct {
 	epfd int
 	evfd int
+	// epf is epfd registered with the Go runtime's poller: the loop parks
+	// there like any goroutine waiting for the network, instead of holding
+	// an OS thread and its P in a blocking epoll_wait.
+	epf    *os.File
+	erc    syscall.RawConn
+	pollFn func(uintptr) bool
+	events []unix.EpollEvent
+	nready int
+	block  bool
 
 	mu      sync.Mutex
 	tasks   []task
 	waking  bool
-	stopped bool // the descriptors are closed: post must not touch them
+	stopped bool   // the descriptors are closed: post must not touch them
 	running []task // the loop's own copy of tasks being run
 
 	conns   []*Conn // indexed by fd; loop goroutine only
@@ -83,7 +93,45 @@ func newLoop() (*loop, error) {
 		unix.Close(evfd)
 		return nil, err
 	}
-	return &loop{epfd: epfd, evfd: evfd, buf: make([]byte, readBufSize)}, nil
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		unix.Close(evfd)
+		return nil, err
+	}
+	epf := os.NewFile(uintptr(epfd), "epoll")
+	erc, err := epf.SyscallConn()
+	if err != nil {
+		epf.Close()
+		unix.Close(evfd)
+		return nil, err
+	}
+	l := &loop{epfd: epfd, evfd: evfd, epf: epf, erc: erc, buf: make([]byte, readBufSize), events: make([]unix.EpollEvent, 256)}
+	l.pollFn = l.poll
+	return l, nil
+}
+
+// wait returns ready events. It polls without blocking and, when nothing
+// is ready and no input is pending, parks in the runtime's poller until
+// the epoll descriptor becomes readable.
+func (l *loop) wait() int {
+	l.block = len(l.pending) == 0
+	if err := l.erc.Read(l.pollFn); err != nil {
+		panic("wsgate: epoll wait: " + err.Error())
+	}
+	return l.nready
+}
+
+// poll is the callback of wait; it is stored in pollFn once so that
+// waiting allocates nothing.
+func (l *loop) poll(uintptr) bool {
+	for {
+		n, err := unix.EpollWait(l.epfd, l.events, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		l.nready = max(n, 0)
+		return n > 0 || !l.block
+	}
 }
 
 // post queues a task for the loop goroutine and wakes it.
@@ -104,16 +152,9 @@ func (l *loop) post(t task) {
 }
 
 func (l *loop) run() {
-	events := make([]unix.EpollEvent, 256)
+	events := l.events
 	for {
-		timeout := -1
-		if len(l.pending) > 0 {
-			timeout = 0
-		}
-		n, err := unix.EpollWait(l.epfd, events, timeout)
-		if err != nil && err != unix.EINTR {
-			panic("wsgate: epoll_wait: " + err.Error())
-		}
+		n := l.wait()
 		now := nanotime()
 		for i := 0; i < n; i++ {
 			ev := &events[i]
@@ -179,7 +220,7 @@ func (l *loop) runTasks(now int64) bool {
 		l.mu.Lock()
 		l.stopped = true
 		l.mu.Unlock()
-		unix.Close(l.epfd)
+		l.epf.Close()
 		unix.Close(l.evfd)
 	}
 	return stop

@@ -1,0 +1,188 @@
+package wsgate
+
+import (
+	"bytes"
+	"compress/flate"
+	"io"
+	"math/rand/v2"
+	"testing"
+	"unicode/utf8"
+)
+
+func TestMaskBytesMatchesNaive(t *testing.T) {
+	for n := 0; n < 80; n++ {
+		for pos := 0; pos < 4; pos++ {
+			key := rand.Uint32()
+			b := make([]byte, n)
+			for i := range b {
+				b[i] = byte(rand.Uint32())
+			}
+			want := append([]byte(nil), b...)
+			kb := [4]byte{byte(key), byte(key >> 8), byte(key >> 16), byte(key >> 24)}
+			for i := range want {
+				want[i] ^= kb[(pos+i)%4]
+			}
+			if next := maskBytes(key, pos, b); next != (pos+n)%4 {
+				t.Fatalf("next position %d, want %d", next, (pos+n)%4)
+			}
+			if !bytes.Equal(b, want) {
+				t.Fatalf("n=%d pos=%d: wrong mask", n, pos)
+			}
+		}
+	}
+}
+
+func TestPutHeaderLengths(t *testing.T) {
+	for _, n := range []int{0, 125, 126, 65535, 65536, 1 << 24} {
+		var b [maxHeaderLen]byte
+		h := putHeader(b[:], true, false, opBinary, n, true, 0x01020304)
+		if headerLen(b[0], b[1]) != h {
+			t.Fatalf("n=%d: headerLen %d, putHeader %d", n, headerLen(b[0], b[1]), h)
+		}
+	}
+}
+
+// The streaming validator must agree with utf8.Valid on every split of
+// every sample.
+func TestUTF8ValidatorAgreesWithStdlib(t *testing.T) {
+	samples := [][]byte{
+		[]byte("κόσμε"), []byte("\U0010FFFF"), []byte("\uFFFF\uFEFF"), []byte("plain ascii"),
+		{0xC0, 0xAF}, {0xE0, 0x80, 0xAF}, {0xF0, 0x80, 0x80, 0xAF}, {0xED, 0xA0, 0x80},
+		{0xF4, 0x90, 0x80, 0x80}, {0xCE, 0xBA, 0xE1}, {0x80}, {0xFE}, {0xFF}, {0xF8, 0x88, 0x80, 0x80, 0x80},
+		[]byte("a\xed\x9f\xbfz"), []byte("\xef\xbf\xbd"),
+	}
+	for i := 0; i < 200; i++ {
+		b := make([]byte, rand.IntN(12))
+		for j := range b {
+			b[j] = byte(rand.Uint32())
+		}
+		samples = append(samples, b)
+	}
+	for _, s := range samples {
+		want := utf8.Valid(s)
+		for cut1 := 0; cut1 <= len(s); cut1++ {
+			for cut2 := cut1; cut2 <= len(s); cut2++ {
+				var v utf8Validator
+				ok := v.write(s[:cut1]) && v.write(s[cut1:cut2]) && v.write(s[cut2:]) && v.complete()
+				if ok != want {
+					t.Fatalf("% x split at %d,%d: got %v, want %v", s, cut1, cut2, ok, want)
+				}
+			}
+		}
+	}
+}
+
+// An invalid byte is reported in the chunk where it arrives.
+func TestUTF8ValidatorFailsFast(t *testing.T) {
+	var v utf8Validator
+	if !v.write([]byte("ok \xce")) {
+		t.Fatal("a truncated character is not an error yet")
+	}
+	if v.write([]byte{0x41}) {
+		t.Fatal("a non-continuation byte after a lead byte must fail at once")
+	}
+}
+
+func TestDeflateNegotiation(t *testing.T) {
+	cases := []struct {
+		offer string
+		want  string // "" means declined
+	}{
+		{"permessage-deflate", "permessage-deflate; server_no_context_takeover"},
+		{"permessage-deflate; client_no_context_takeover", "permessage-deflate; server_no_context_takeover; client_no_context_takeover"},
+		{"permessage-deflate; server_max_window_bits=10", "permessage-deflate; server_no_context_takeover; server_max_window_bits=10"},
+		{"permessage-deflate; client_max_window_bits", "permessage-deflate; server_no_context_takeover"},
+		{"permessage-deflate; client_max_window_bits=9", "permessage-deflate; server_no_context_takeover; client_max_window_bits=9"},
+		{"permessage-deflate; server_max_window_bits=7", ""},
+		{"permessage-deflate; server_max_window_bits=16", ""},
+		{"permessage-deflate; server_max_window_bits", ""},
+		{"permessage-deflate; foo=1", ""},
+		{"permessage-deflate; client_no_context_takeover; client_no_context_takeover", ""},
+		{"x-webkit-deflate-frame", ""},
+		{"permessage-deflate; server_max_window_bits=7, permessage-deflate", "permessage-deflate; server_no_context_takeover"},
+		{`permessage-deflate; client_max_window_bits="10"`, "permessage-deflate; server_no_context_takeover; client_max_window_bits=10"},
+	}
+	for _, tc := range cases {
+		got, _ := acceptDeflate([]string{tc.offer})
+		if got != tc.want {
+			t.Errorf("offer %q: got %q, want %q", tc.offer, got, tc.want)
+		}
+	}
+}
+
+func TestDeflateRoundTrip(t *testing.T) {
+	for _, huffman := range []bool{false, true} {
+		d := &deflater{huffmanOnly: huffman}
+		msg := bytes.Repeat([]byte("round trip "), 1000)
+		z := d.compress(nil, msg)
+		if len(z) >= len(msg) {
+			t.Fatalf("huffman=%v: %d bytes compressed to %d", huffman, len(msg), len(z))
+		}
+		out, err := (&deflater{}).decompress(z, -1)
+		if err != nil || !bytes.Equal(out, msg) {
+			t.Fatalf("huffman=%v: round trip failed: %v", huffman, err)
+		}
+		if _, err := (&deflater{}).decompress(z, 100); err != errInflateTooBig {
+			t.Fatalf("limit not enforced: %v", err)
+		}
+	}
+}
+
+// A peer that keeps its compression context refers back to earlier
+// messages; the deflater keeps the window to follow it.
+func TestDeflateContextTakeover(t *testing.T) {
+	var wire bytes.Buffer
+	fw, _ := flate.NewWriter(&wire, flate.BestCompression)
+	d := &deflater{inTakeover: true}
+	for i, msg := range []string{"hello hello hello context", "hello hello hello context again"} {
+		wire.Reset()
+		fw.Write([]byte(msg))
+		fw.Flush()
+		z := bytes.TrimSuffix(wire.Bytes(), []byte{0, 0, 0xff, 0xff})
+		out, err := d.decompress(append([]byte(nil), z...), -1)
+		if err != nil || string(out) != msg {
+			t.Fatalf("message %d: %q, %v", i, out, err)
+		}
+	}
+	_ = io.Discard
+}
+
+func BenchmarkMask(b *testing.B) {
+	buf := make([]byte, 1024)
+	b.SetBytes(int64(len(buf)))
+	for b.Loop() {
+		maskBytes(0xdeadbeef, 1, buf)
+	}
+}
+
+func BenchmarkUTF8Validator(b *testing.B) {
+	buf := bytes.Repeat([]byte("κόσμε ascii "), 100)
+	b.SetBytes(int64(len(buf)))
+	for b.Loop() {
+		var v utf8Validator
+		v.write(buf[:len(buf)/2+1])
+		v.write(buf[len(buf)/2+1:])
+	}
+}
+
+// BenchmarkParse measures the frame parser on a stream of 1 KiB masked
+// text messages delivered to a no-op handler.
+func BenchmarkParse(b *testing.B) {
+	c := &Conn{server: true, cfg: newConfig(&Options{OnMessage: func(*Conn, MessageType, []byte) {}})}
+	payload := bytes.Repeat([]byte("a"), 1024)
+	var frame []byte
+	var hb [maxHeaderLen]byte
+	h := putHeader(hb[:], true, false, opText, len(payload), true, 0x11223344)
+	for i := 0; i < 64; i++ {
+		frame = append(frame, hb[:h]...)
+		start := len(frame)
+		frame = append(frame, payload...)
+		maskBytes(0x11223344, 0, frame[start:])
+	}
+	work := make([]byte, len(frame))
+	b.SetBytes(int64(len(frame)))
+	for b.Loop() {
+		copy(work, frame)
+		c.feed(work, 0)
+	}
+}
