@@ -322,14 +322,12 @@ func (c *Conn) writeData(ctx context.Context, op byte, rsv1 bool, p []byte, size
 			return nil // accepted; the end is reported by Err
 		}
 		// Keep what did not fit; the loop writes it when the socket drains.
-		start := len(c.out)
 		if n < h {
 			c.out = append(c.out, c.hdr[n:h]...)
 			c.out = append(c.out, p...)
 		} else {
 			c.out = append(c.out, p[n-h:]...)
 		}
-		_ = start
 		c.qMsgs++
 		c.qBytes += size
 		c.marks = append(c.marks, qmark{end: len(c.out), size: size, op: op})

@@ -22,7 +22,6 @@ type engine struct {
 	next  int
 	every time.Duration // sweep interval
 	stop  chan struct{} // closed to stop this generation's sweeper
-	snap  []*Conn
 }
 
 var defaultEngine engine
