@@ -71,6 +71,8 @@ type Conn struct {
 	closeWritten bool    // ...and written
 	closeRecv    bool    // the peer's close frame arrived
 	closed       bool    // the transport is being or has been torn down
+	failed       bool    // we failed the connection: no reply close is awaited
+	halfClosed   bool    // our side of TCP is shut down after a failure
 	deadline     int64   // nanotime by which the closing handshake must end
 	lastPing     int64   // nanotime of the last ping sent
 	pingAt       int64   // nanotime of the oldest unanswered ping, 0 if none
@@ -403,8 +405,12 @@ func (c *Conn) advanceLocked(n int) {
 		close(c.spaceCh)
 		c.spaceCh = nil
 	}
-	if c.closeWritten && c.closeRecv && !c.closed {
-		c.handshakeDoneLocked()
+	if c.closeWritten && !c.closed {
+		if c.closeRecv {
+			c.handshakeDoneLocked()
+		} else if c.failed && !c.halfClosed {
+			c.halfCloseLocked()
+		}
 	}
 }
 
@@ -536,7 +542,33 @@ func (c *Conn) failLocked(code StatusCode, err error, reason string) {
 		c.cause = &CloseError{Code: code, Reason: reason, Err: err}
 	}
 	if !c.closeSent && !c.closed {
+		c.failed = true
 		c.sendCloseLocked(code, reason, false)
+	}
+}
+
+// lingerMax bounds how long a failed connection drains the peer's input
+// after its close frame and FIN went out.
+const lingerMax = time.Second
+
+// halfCloseLocked runs once the close frame of a failed connection is
+// written. RFC 6455 section 7.1.7 says not to wait for the peer's close
+// frame then; closing at once could reset the connection while unread input
+// is pending and destroy the close frame in flight, so the write side is
+// shut down (the peer sees the close frame, then EOF) and input is drained
+// until the peer closes too, for at most lingerMax.
+func (c *Conn) halfCloseLocked() {
+	c.halfClosed = true
+	if c.fd >= 0 {
+		shutdownWrite(c.fd)
+	} else if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	} else {
+		c.shutdownLocked()
+		return
+	}
+	if d := nanotime() + int64(min(c.cfg.CloseTimeout, lingerMax)); d < c.deadline {
+		c.deadline = d
 	}
 }
 

@@ -504,3 +504,35 @@ func TestWrapOverPipe(t *testing.T) {
 		t.Fatalf("server: %v", ce)
 	}
 }
+
+// After failing a connection the server does not wait for a reply close
+// frame (RFC 6455 section 7.1.7): its close frame is followed by FIN at once.
+func TestFailClosesTCPPromptly(t *testing.T) {
+	cases := map[string][]byte{
+		"reserved close code": frame(true, 0x8, []byte{0x03, 0xEC}),
+		"too big":             frame(true, 0x2, make([]byte, 2048)),
+		"invalid UTF-8":       frame(true, 0x1, []byte{0xff}),
+	}
+	for name, b := range cases {
+		t.Run(name, func(t *testing.T) {
+			url, conns := testServer(t, &wsgate.Options{ReadLimit: 1024})
+			peer := rawDial(t, url)
+			server := <-conns
+			peer.send(b)
+			peer.expectClose()
+			start := time.Now()
+			if _, _, err := peer.next(); err == nil {
+				t.Fatal("a frame after the close frame")
+			}
+			if d := time.Since(start); d > time.Second {
+				t.Fatalf("TCP still open %v after the close frame", d)
+			}
+			peer.nc.Close()
+			start = time.Now()
+			waitDone(t, server)
+			if d := time.Since(start); d > 500*time.Millisecond {
+				t.Fatalf("server lingered %v after the peer closed", d)
+			}
+		})
+	}
+}

@@ -362,6 +362,9 @@ func takeFD(nc net.Conn) (int, bool) {
 	return nfd, true
 }
 
+// shutdownWrite sends FIN after what was written.
+func shutdownWrite(fd int) { unix.Shutdown(fd, unix.SHUT_WR) }
+
 // writev2 writes a and b to a non-blocking descriptor and returns how many
 // bytes went out; a full socket buffer is not an error.
 func writev2(fd int, a, b []byte) (int, error) {
