@@ -1,0 +1,173 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/wsgate/wsgate"
+)
+
+var heartbeatMsg = []byte(HeartbeatMessage)
+
+// echo sends every message back with its own type. It runs on a wsgate
+// event loop and must not block: with the default PolicyClose a write never
+// waits, a client that does not keep up is closed with 1008.
+func echo(c *wsgate.Conn, typ wsgate.MessageType, data []byte) {
+	c.Write(context.Background(), typ, data)
+}
+
+// handleWS upgrades /ws requests within the connection limit.
+func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
+	if msg := s.reserve(); msg != "" {
+		s.log.Warn("ws refused", "status", http.StatusServiceUnavailable, "reason", msg,
+			"remote", r.RemoteAddr, "max_conns", s.cfg.MaxConns)
+		w.Header().Set("Retry-After", "1")
+		plain(w, http.StatusServiceUnavailable, msg)
+		return
+	}
+	info := &connInfo{id: s.nextID.Add(1), start: time.Now()}
+	opts := s.wsOpts
+	opts.OnClose = func(c *wsgate.Conn, err error) { s.onClose(info, c, err) }
+	c, err := wsgate.Upgrade(w, r, &opts)
+	if err != nil {
+		s.release()
+		if errors.Is(err, wsgate.ErrOriginNotAllowed) {
+			s.log.Warn("ws origin rejected", "status", http.StatusForbidden,
+				"origin", r.Header.Get("Origin"), "host", r.Host, "remote", r.RemoteAddr)
+			return
+		}
+		s.log.Debug("ws bad handshake", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	// Log before registering: onClose logs the close only for registered
+	// connections, so the open line always comes first.
+	s.log.Info("ws open", "id", info.id, "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"))
+	s.register(info, c)
+}
+
+// reserve takes a connection slot. It returns "" on success, else the
+// reason to refuse the request with 503.
+func (s *Server) reserve() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.draining:
+		return "server shutting down"
+	case s.cfg.MaxConns > 0 && s.active >= s.cfg.MaxConns:
+		return "too many connections, try again later"
+	}
+	s.active++
+	return ""
+}
+
+// release gives a slot back and wakes Shutdown when the last one is gone.
+func (s *Server) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.active--
+	if s.draining && s.active == 0 {
+		close(s.drained)
+	}
+}
+
+// register adds an upgraded connection to the registry, unless it has
+// already ended. A connection that arrives while the server shuts down is
+// closed at once with 1001.
+func (s *Server) register(info *connInfo, c *wsgate.Conn) {
+	s.mu.Lock()
+	if info.closed {
+		err := info.err
+		s.mu.Unlock()
+		s.logClose(info, c, err)
+		s.release()
+		return
+	}
+	info.registered = true
+	s.conns[c] = info
+	draining := s.draining
+	if !draining && s.hbStop == nil && s.cfg.Heartbeat > 0 {
+		s.hbStop = make(chan struct{})
+		s.hbDone.Add(1)
+		go s.heartbeat(s.hbStop)
+	}
+	s.mu.Unlock()
+	if draining {
+		c.CloseWithStatus(wsgate.StatusGoingAway, "server shutting down")
+	}
+}
+
+// onClose is every connection's OnClose: it unregisters and logs.
+func (s *Server) onClose(info *connInfo, c *wsgate.Conn, err error) {
+	s.mu.Lock()
+	info.closed = true
+	registered := info.registered
+	if registered {
+		delete(s.conns, c)
+	} else {
+		info.err = err // register logs it
+	}
+	s.mu.Unlock()
+	if registered {
+		s.logClose(info, c, err)
+		s.release()
+	}
+}
+
+// logClose writes the connection's close line.
+func (s *Server) logClose(info *connInfo, c *wsgate.Conn, err error) {
+	st := c.Stats()
+	attrs := []slog.Attr{
+		slog.Uint64("id", info.id),
+		slog.String("remote", c.RemoteAddr().String()),
+		slog.Duration("duration", time.Since(info.start)),
+		slog.Uint64("msgs_in", st.MessagesIn),
+		slog.Uint64("msgs_out", st.MessagesOut),
+		slog.Uint64("bytes_in", st.BytesIn),
+		slog.Uint64("bytes_out", st.BytesOut),
+	}
+	if st.Dropped > 0 {
+		attrs = append(attrs, slog.Uint64("dropped", st.Dropped))
+	}
+	var ce *wsgate.CloseError
+	if errors.As(err, &ce) {
+		attrs = append(attrs,
+			slog.Int("code", int(ce.Code)),
+			slog.String("reason", ce.Reason),
+			slog.Bool("by_client", ce.Remote))
+		if ce.Err != nil {
+			attrs = append(attrs, slog.String("err", ce.Err.Error()))
+		}
+	} else if err != nil {
+		attrs = append(attrs, slog.String("err", err.Error()))
+	}
+	s.log.LogAttrs(context.Background(), slog.LevelInfo, "ws close", attrs...)
+}
+
+// heartbeat sends HeartbeatMessage on every registered connection once per
+// Config.Heartbeat until stop is closed. It is the only goroutine the
+// Server runs for its connections.
+func (s *Server) heartbeat(stop <-chan struct{}) {
+	defer s.hbDone.Done()
+	t := time.NewTicker(s.cfg.Heartbeat)
+	defer t.Stop()
+	var snap []*wsgate.Conn
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		snap = s.snapshotLocked(snap[:0])
+		s.mu.Unlock()
+		for _, c := range snap {
+			// Errors need no handling here: a closing connection refuses
+			// the write, and a slow one is closed by its queue policy.
+			c.Write(context.Background(), wsgate.TextMessage, heartbeatMsg)
+		}
+		clear(snap)
+	}
+}
