@@ -536,3 +536,25 @@ func TestFailClosesTCPPromptly(t *testing.T) {
 		})
 	}
 }
+
+// A panicking handler costs its own connection (1011), not the event loop
+// that serves the others.
+func TestOnMessagePanicClosesOnlyThatConnection(t *testing.T) {
+	url, conns := testServer(t, &wsgate.Options{OnMessage: func(c *wsgate.Conn, typ wsgate.MessageType, p []byte) {
+		if string(p) == "boom" {
+			panic("handler bug")
+		}
+		c.Write(context.Background(), typ, p)
+	}})
+	bad, good := dial(t, url, nil), dial(t, url, nil)
+	s1, s2 := <-conns, <-conns
+	t.Cleanup(func() { s1.CloseNow(); s2.CloseNow(); waitDone(t, s1); waitDone(t, s2) })
+	write(t, bad, wsgate.TextMessage, []byte("boom"))
+	if ce := closeErr(t, bad); ce.Code != wsgate.StatusInternalError {
+		t.Fatalf("got %v, want 1011", ce)
+	}
+	write(t, good, wsgate.TextMessage, []byte("still here"))
+	if _, p := read(t, good); string(p) != "still here" {
+		t.Fatalf("got %q", p)
+	}
+}

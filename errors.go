@@ -47,6 +47,10 @@ var (
 	// messages go to Options.OnMessage.
 	ErrEventMode = errors.New("wsgate: messages are delivered to OnMessage")
 
+	// ErrHandlerPanic means Options.OnMessage panicked; the connection was
+	// closed with 1011 and the panic value is in the error's text.
+	ErrHandlerPanic = errors.New("wsgate: OnMessage panicked")
+
 	// ErrOriginNotAllowed means Upgrade refused the request's Origin.
 	ErrOriginNotAllowed = errors.New("wsgate: origin not allowed")
 

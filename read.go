@@ -291,7 +291,7 @@ func (c *Conn) deliver(typ MessageType, data []byte, owned bool) {
 	c.msgsIn.Add(1)
 	c.bytesIn.Add(uint64(len(data)))
 	if c.rq == nil {
-		c.cfg.OnMessage(c, typ, data)
+		c.callOnMessage(typ, data)
 		return
 	}
 	if !owned {
@@ -300,6 +300,21 @@ func (c *Conn) deliver(typ MessageType, data []byte, owned bool) {
 	if c.push(typ, data) {
 		c.rs.paused = true
 	}
+}
+
+// callOnMessage runs the application's handler. A panic there would take
+// down an event loop serving many connections, so it is recovered: the
+// connection fails with 1011 and Err reports the panic.
+func (c *Conn) callOnMessage(typ MessageType, data []byte) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.rs.discard = true
+			c.mu.Lock()
+			c.failLocked(StatusInternalError, fmt.Errorf("%w: %v", ErrHandlerPanic, r), "internal error")
+			c.mu.Unlock()
+		}
+	}()
+	c.cfg.OnMessage(c, typ, data)
 }
 
 // control handles a complete control frame.
