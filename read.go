@@ -76,7 +76,7 @@ func (c *Conn) feed(p []byte, now int64) {
 				rs.hdrN = 0
 			}
 			if !c.beginFrame(h) {
-				return // the connection is being torn down
+				return // the rest of the input is ignored
 			}
 			if rs.remain == 0 {
 				rs.inFrame = false
@@ -123,8 +123,10 @@ func (c *Conn) beginFrame(h []byte) bool {
 	case 127:
 		u := binary.BigEndian.Uint64(h[2:])
 		if u>>63 != 0 {
+			// The stream cannot be parsed further: send the close frame
+			// and ignore the rest of the input.
 			c.fail(StatusProtocolError, "invalid payload length")
-			c.shutdown()
+			rs.stopped = true
 			return false
 		}
 		n = int64(u)
