@@ -26,6 +26,22 @@ type engine struct {
 
 var defaultEngine engine
 
+// task is a request to an event loop, posted from any goroutine.
+type task struct {
+	c    *Conn
+	kind taskKind
+	data []byte // taskAdd: input read past the handshake
+}
+
+type taskKind uint8
+
+const (
+	taskAdd    taskKind = iota // start serving c
+	taskClose                  // close c's descriptor and finish c
+	taskResume                 // c's receive queue has room again
+	taskStop                   // no connection is left: exit
+)
+
 const (
 	maxSweep = time.Second
 	minSweep = 5 * time.Millisecond

@@ -42,21 +42,6 @@ type loop struct {
 	pending []*Conn // connections with more input to read
 }
 
-type taskKind uint8
-
-const (
-	taskAdd taskKind = iota
-	taskClose
-	taskResume
-	taskStop
-)
-
-type task struct {
-	c    *Conn
-	kind taskKind
-	data []byte
-}
-
 const (
 	readBufSize   = 64 << 10
 	readsPerEvent = 8

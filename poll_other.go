@@ -8,23 +8,9 @@ import "net"
 
 type loop struct{}
 
-type taskKind uint8
-
-const (
-	taskAdd taskKind = iota
-	taskClose
-	taskResume
-	taskStop
-)
-
-type task struct {
-	c    *Conn
-	kind taskKind
-	data []byte
-}
-
 func (l *loop) post(task)                      {}
 func startLoops() []*loop                      { return nil }
 func takeFD(net.Conn) (int, bool)              { return -1, false }
 func writev2(int, []byte, []byte) (int, error) { return 0, nil }
 func (c *Conn) flushFDLocked()                 {}
+func shutdownWrite(int)                        {}
