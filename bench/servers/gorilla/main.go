@@ -1,0 +1,38 @@
+// Command gorilla is a baseline: gorilla/websocket with one goroutine per
+// connection running a plain read-then-write echo loop.
+package main
+
+import (
+	"flag"
+	"log"
+	"net/http"
+
+	"github.com/gorilla/websocket"
+)
+
+var upgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
+
+func serveWS(w http.ResponseWriter, r *http.Request) {
+	c, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	for {
+		typ, data, err := c.ReadMessage()
+		if err != nil {
+			return
+		}
+		if err := c.WriteMessage(typ, data); err != nil {
+			return
+		}
+	}
+}
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:9002", "listen address")
+	flag.Parse()
+	http.HandleFunc("/ws", serveWS)
+	log.Printf("gorilla: echo on ws://%s/ws", *addr)
+	log.Fatal(http.ListenAndServe(*addr, nil))
+}

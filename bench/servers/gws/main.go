@@ -1,0 +1,40 @@
+// Command gws is a baseline: lxzan/gws set up as its README recommends
+// (an Upgrader in a net/http handler, one ReadLoop goroutine per
+// connection), with parallel message handling and compression off.
+package main
+
+import (
+	"flag"
+	"log"
+	"net/http"
+
+	"github.com/lxzan/gws"
+)
+
+// echo answers each message with a copy of the same type.
+type echo struct {
+	gws.BuiltinEventHandler
+}
+
+func (echo) OnMessage(c *gws.Conn, m *gws.Message) {
+	defer m.Close()
+	_ = c.WriteMessage(m.Opcode, m.Bytes())
+}
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:9003", "listen address")
+	flag.Parse()
+	up := gws.NewUpgrader(echo{}, &gws.ServerOption{
+		ParallelEnabled: false,
+		Recovery:        gws.Recovery,
+	})
+	http.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
+		c, err := up.Upgrade(w, r)
+		if err != nil {
+			return
+		}
+		go c.ReadLoop()
+	})
+	log.Printf("gws: echo on ws://%s/ws", *addr)
+	log.Fatal(http.ListenAndServe(*addr, nil))
+}

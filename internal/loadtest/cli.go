@@ -1,0 +1,192 @@
+package loadtest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime/pprof"
+	"strings"
+)
+
+// Exit statuses of the command.
+const (
+	ExitOK          = 0
+	ExitTooManyErrs = 1 // the error ratio exceeded -max-errors
+	ExitUsage       = 2
+	ExitInterrupted = 130
+)
+
+const usageHead = `usage: wsgate-bench <mode> [flags] ws://host:port/path
+
+Modes:
+  echo     C connections in a closed loop, N messages in flight each:
+           msgs/s, MB/s, latency percentiles
+  idle     ramp N connections at -rate/s and hold them: with -pid, the
+           server's RSS per connection
+  connect  dial, upgrade, one echo, close, in a loop from -c workers:
+           connects/s
+  slow     echo, plus -slow clients that write but never read
+
+Replies are matched by content (sequence number and timestamp in the
+payload); other server messages are counted and ignored.
+echo -raw sends pre-built frames over plain TCP to a byte echo server
+(bench/servers/tcpecho) to measure the generator's own ceiling.
+
+Flags:
+`
+
+// Main runs the wsgate-bench command line: args are the arguments after
+// the program name. It returns the process exit status. The human summary
+// goes to stdout, or with -json the report goes to stdout and the summary
+// to stderr. A live progress line is drawn on stderr when it is a terminal.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, opts, err := parseArgs(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return ExitOK
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "wsgate-bench: %v\n", err)
+		fmt.Fprintln(stderr, "run 'wsgate-bench -h' for usage")
+		return ExitUsage
+	}
+	if f, ok := stderr.(*os.File); ok && IsTerminal(f) {
+		cfg.Progress = stderr
+	}
+	if opts.cpuProfile != "" {
+		stop, err := startProfile(opts.cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "wsgate-bench: %v\n", err)
+			return ExitUsage
+		}
+		defer stop()
+	}
+	rep, err := Run(ctx, cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "wsgate-bench: %v\n", err)
+		return ExitUsage
+	}
+	summary := stdout
+	if opts.json {
+		summary = stderr
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			fmt.Fprintf(stderr, "wsgate-bench: writing JSON: %v\n", err)
+		}
+	}
+	rep.WriteText(summary)
+	switch {
+	case rep.Interrupted:
+		return ExitInterrupted
+	case rep.hasError(emfileKind):
+		fmt.Fprintln(stderr, "wsgate-bench: the generator ran out of file descriptors before the run was complete")
+		return ExitTooManyErrs
+	case rep.ErrorRatio > opts.maxErrors:
+		fmt.Fprintf(stderr, "wsgate-bench: error ratio %.3g exceeds -max-errors %g\n", rep.ErrorRatio, opts.maxErrors)
+		return ExitTooManyErrs
+	case rep.Established == 0:
+		fmt.Fprintln(stderr, "wsgate-bench: no connection was established")
+		return ExitTooManyErrs
+	}
+	return ExitOK
+}
+
+// startProfile starts CPU profiling into path.
+func startProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
+
+type cliOptions struct {
+	json       bool
+	maxErrors  float64
+	cpuProfile string
+}
+
+// parseArgs turns the command line into a Config. Flags may come before
+// or after the URL.
+func parseArgs(args []string, stderr io.Writer) (Config, cliOptions, error) {
+	var cfg Config
+	var opts cliOptions
+	fs := flag.NewFlagSet("wsgate-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usageHead)
+		fs.PrintDefaults()
+	}
+	fs.IntVar(&cfg.Conns, "c", 0, "connections (connect: concurrent workers) (default 100; connect 64)")
+	fs.IntVar(&cfg.Inflight, "inflight", 0, "messages in flight per connection (default 1)")
+	fs.IntVar(&cfg.Size, "size", 0, "payload bytes per message (default 64)")
+	fs.BoolVar(&cfg.Binary, "binary", false, "send binary messages instead of text")
+	fs.DurationVar(&cfg.Duration, "duration", 0, "measured time, after warmup (default 10s unless -count is given)")
+	fs.Int64Var(&cfg.Count, "count", 0, "stop after this many measured replies (connect: cycles)")
+	fs.DurationVar(&cfg.Warmup, "warmup", 0, "traffic before measuring starts")
+	fs.BoolVar(&cfg.Raw, "raw", false, "echo only: raw TCP frames against a byte echo server (tcpecho)")
+	fs.IntVar(&cfg.N, "n", 0, "idle: connections to open (default 1000)")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "idle: new connections per second (default 5000)")
+	fs.DurationVar(&cfg.Hold, "hold", 0, "idle: how long to hold the connections (default 10s)")
+	fs.IntVar(&cfg.Slow, "slow", 0, "slow: clients that write but never read")
+	fs.IntVar(&cfg.SlowRate, "slow-rate", 0, "slow: messages per second each slow client writes (default 1000)")
+	fs.IntVar(&cfg.SrcIPs, "src-ips", 0, "source addresses 127.0.0.2…: 0 = enough for < 24k conns each (connect: 4), -1 = none")
+	fs.IntVar(&cfg.PID, "pid", 0, "server PID: report its RSS and CPU from /proc")
+	fs.DurationVar(&cfg.DialTimeout, "dial-timeout", 0, "bound on each dial and handshake (default 10s)")
+	fs.StringVar(&cfg.Label, "label", "", "name of the server under test, copied into the report")
+	fs.BoolVar(&opts.json, "json", false, "write the report as JSON on stdout (summary goes to stderr)")
+	fs.Float64Var(&opts.maxErrors, "max-errors", 0.001, "exit with status 1 when errors/operations exceeds this ratio")
+	fs.StringVar(&opts.cpuProfile, "cpuprofile", "", "write the generator's CPU profile to this `file` (to check it is not the bottleneck)")
+
+	if len(args) == 0 {
+		fs.Usage()
+		return cfg, opts, errors.New("missing mode")
+	}
+	mode := args[0]
+	switch mode {
+	case "-h", "-help", "--help", "help":
+		fs.Usage()
+		return cfg, opts, flag.ErrHelp
+	}
+	if strings.HasPrefix(mode, "-") {
+		return cfg, opts, fmt.Errorf("the mode comes first: wsgate-bench <mode> [flags] URL")
+	}
+	cfg.Mode = Mode(mode)
+	var pos []string
+	rest := args[1:]
+	for {
+		if err := fs.Parse(rest); err != nil {
+			return cfg, opts, err
+		}
+		rest = fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		pos = append(pos, rest[0])
+		rest = rest[1:]
+	}
+	if len(pos) != 1 {
+		return cfg, opts, fmt.Errorf("want exactly one URL, got %d arguments %q", len(pos), pos)
+	}
+	cfg.URL = pos[0]
+	if opts.maxErrors < 0 {
+		return cfg, opts, fmt.Errorf("-max-errors must be >= 0")
+	}
+	c := cfg
+	c.Defaults()
+	if err := c.Validate(); err != nil {
+		return cfg, opts, err
+	}
+	return cfg, opts, nil
+}
