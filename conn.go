@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,12 +41,14 @@ import (
 // reads first return the messages received before the end, then fail the
 // same way. No goroutine started for the connection outlives it.
 type Conn struct {
-	cfg         *config
+	cfg         *connConfig
 	server      bool
 	subprotocol string
-	laddr       net.Addr
-	raddr       net.Addr
-	deflate     *deflater // nil unless permessage-deflate was negotiated
+	// Addresses: TCP ones as values (no allocation held per connection),
+	// others as given.
+	lap, rap     netip.AddrPort
+	laddr, raddr net.Addr
+	deflate      *deflater // nil unless permessage-deflate was negotiated
 
 	// Exactly one transport: a file descriptor served by an event loop
 	// (fd >= 0, loop != nil), or a net.Conn with a reader goroutine.
@@ -80,8 +83,9 @@ type Conn struct {
 	spaceCh      chan struct{}
 	hdr          [maxHeaderLen]byte
 
-	done chan struct{}
-	rq   *recvQueue // nil in event-driven mode
+	done     chan struct{} // made by Done on demand, closed by finish
+	finished bool          // finish has run
+	rq       *recvQueue    // nil in event-driven mode
 
 	lastRecv atomic.Int64
 	rtt      atomic.Int64
@@ -120,13 +124,20 @@ func nanotime() int64 { return int64(time.Since(epoch)) }
 // already read past the handshake.
 func newConn(nc net.Conn, server bool, cfg *config, sub string, dp *deflateParams, leftover []byte) *Conn {
 	c := &Conn{
-		cfg:         cfg,
+		cfg:         cfg.conn(),
 		server:      server,
 		subprotocol: sub,
-		laddr:       nc.LocalAddr(),
-		raddr:       nc.RemoteAddr(),
 		fd:          -1,
-		done:        make(chan struct{}),
+	}
+	if a, ok := nc.LocalAddr().(*net.TCPAddr); ok {
+		c.lap = a.AddrPort()
+	} else {
+		c.laddr = nc.LocalAddr()
+	}
+	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		c.rap = a.AddrPort()
+	} else {
+		c.raddr = nc.RemoteAddr()
 	}
 	if dp != nil {
 		c.deflate = newDeflater(*dp, server)
@@ -151,24 +162,43 @@ func (c *Conn) Subprotocol() string { return c.subprotocol }
 func (c *Conn) Compressed() bool { return c.deflate != nil }
 
 // LocalAddr returns the local network address.
-func (c *Conn) LocalAddr() net.Addr { return c.laddr }
+func (c *Conn) LocalAddr() net.Addr {
+	if c.laddr != nil {
+		return c.laddr
+	}
+	return net.TCPAddrFromAddrPort(c.lap)
+}
 
 // RemoteAddr returns the peer's network address.
-func (c *Conn) RemoteAddr() net.Addr { return c.raddr }
+func (c *Conn) RemoteAddr() net.Addr {
+	if c.raddr != nil {
+		return c.raddr
+	}
+	return net.TCPAddrFromAddrPort(c.rap)
+}
 
 // Done returns a channel that is closed when the connection has ended.
-func (c *Conn) Done() <-chan struct{} { return c.done }
+func (c *Conn) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	// Made on first use: most event-driven connections never need one.
+	if c.done == nil {
+		c.done = make(chan struct{})
+		if c.finished {
+			close(c.done)
+		}
+	}
+	return c.done
+}
 
 // Err returns nil while the connection is open and, once Done is closed, a
 // *CloseError that says why it ended.
 func (c *Conn) Err() error {
-	select {
-	case <-c.done:
-	default:
-		return nil
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if !c.finished {
+		return nil
+	}
 	return c.cause
 }
 
@@ -210,13 +240,14 @@ func (c *Conn) Read(ctx context.Context) (MessageType, []byte, error) {
 	if q == nil {
 		return 0, nil, fmt.Errorf("wsgate: read: %w", ErrEventMode)
 	}
+	done := c.Done()
 	for {
 		if m, ok := c.pop(); ok {
 			return m.typ, m.data, nil
 		}
 		select {
 		case <-q.notify:
-		case <-c.done:
+		case <-done:
 			if m, ok := c.pop(); ok {
 				return m.typ, m.data, nil
 			}
@@ -290,7 +321,7 @@ func (c *Conn) writeData(ctx context.Context, op byte, rsv1 bool, p []byte, size
 			}
 			select {
 			case <-ch:
-			case <-c.done:
+			case <-c.Done():
 			case <-ctx.Done():
 				return fmt.Errorf("wsgate: write: %w: %w", ErrQueueFull, ctx.Err())
 			case <-timer.C:
@@ -628,9 +659,12 @@ func (c *Conn) finish() {
 	c.out, c.outOff, c.marks = nil, 0, nil
 	c.qMsgs, c.qBytes = 0, 0
 	err := c.cause
+	c.finished = true
+	if c.done != nil {
+		close(c.done)
+	}
 	c.mu.Unlock()
 	c.rs.release()
-	close(c.done)
 	if c.cfg.OnClose != nil {
 		c.cfg.OnClose(c, err)
 	}

@@ -67,7 +67,8 @@ func Dial(ctx context.Context, rawURL string, opts *Options) (*Conn, error) {
 	defer cancel()
 	dial := cfg.NetDialContext
 	if dial == nil {
-		var d net.Dialer
+		// No TCP keepalive: the Conn's ping/pong finds dead peers, faster.
+		d := net.Dialer{KeepAlive: -1}
 		dial = d.DialContext
 	}
 	nc, err := dial(ctx, "tcp", hostport)

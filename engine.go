@@ -90,7 +90,7 @@ func (e *engine) unregister(c *Conn) {
 }
 
 // granularity is how often c's timers need checking.
-func granularity(cfg *config) time.Duration {
+func granularity(cfg *connConfig) time.Duration {
 	g := maxSweep
 	for _, d := range []time.Duration{cfg.PingInterval, cfg.PingTimeout, cfg.WriteTimeout, cfg.CloseTimeout} {
 		if d > 0 && d/4 < g {

@@ -168,7 +168,7 @@ func BenchmarkUTF8Validator(b *testing.B) {
 // BenchmarkParse measures the frame parser on a stream of 1 KiB masked
 // text messages delivered to a no-op handler.
 func BenchmarkParse(b *testing.B) {
-	c := &Conn{server: true, cfg: newConfig(&Options{OnMessage: func(*Conn, MessageType, []byte) {}})}
+	c := &Conn{server: true, cfg: newConfig(&Options{OnMessage: func(*Conn, MessageType, []byte) {}}).conn()}
 	payload := bytes.Repeat([]byte("a"), 1024)
 	var frame []byte
 	var hb [maxHeaderLen]byte

@@ -183,11 +183,48 @@ const (
 	DefaultHandshakeTimeout = 10 * time.Second
 )
 
-// config is an Options with every default filled in.
+// config is an Options with every default filled in; the handshake uses
+// it. A connection keeps only the connConfig part.
 type config struct {
 	Options
 	readLimit int64 // -1 for none
 	keepalive bool
+}
+
+// connConfig is what a connection needs after the handshake: kept small,
+// since every connection holds one.
+type connConfig struct {
+	readLimit         int64
+	PingInterval      time.Duration
+	PingTimeout       time.Duration
+	WriteTimeout      time.Duration
+	CloseTimeout      time.Duration
+	SendQueueMessages int
+	SendQueueBytes    int
+	RecvQueueMessages int
+	RecvQueueBytes    int
+	SendQueuePolicy   QueuePolicy
+	keepalive         bool
+	OnMessage         func(c *Conn, typ MessageType, data []byte)
+	OnClose           func(c *Conn, err error)
+}
+
+func (c *config) conn() *connConfig {
+	return &connConfig{
+		readLimit:         c.readLimit,
+		PingInterval:      c.PingInterval,
+		PingTimeout:       c.PingTimeout,
+		WriteTimeout:      c.WriteTimeout,
+		CloseTimeout:      c.CloseTimeout,
+		SendQueueMessages: c.SendQueueMessages,
+		SendQueueBytes:    c.SendQueueBytes,
+		RecvQueueMessages: c.RecvQueueMessages,
+		RecvQueueBytes:    c.RecvQueueBytes,
+		SendQueuePolicy:   c.SendQueuePolicy,
+		keepalive:         c.keepalive,
+		OnMessage:         c.OnMessage,
+		OnClose:           c.OnClose,
+	}
 }
 
 func newConfig(o *Options) *config {

@@ -315,6 +315,8 @@ func (l *loop) read(c *Conn, now int64, drain bool) {
 
 // takeFD moves a TCP or Unix socket out of the Go runtime's poller into a
 // descriptor of our own, in non-blocking mode. nc is closed on success.
+// It costs three system calls (dup, the runtime's epoll_ctl and close of
+// the original) plus our loop's epoll_ctl.
 func takeFD(nc net.Conn) (int, bool) {
 	var raw interface {
 		SyscallConn() (syscall.RawConn, error)
@@ -339,10 +341,8 @@ func takeFD(nc net.Conn) (int, bool) {
 	if err != nil || derr != nil {
 		return -1, false
 	}
-	if err := unix.SetNonblock(nfd, true); err != nil {
-		unix.Close(nfd)
-		return -1, false
-	}
+	// No fcntl for O_NONBLOCK: the duplicate shares the open file
+	// description, which the Go runtime already made non-blocking.
 	nc.Close()
 	return nfd, true
 }

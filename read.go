@@ -30,8 +30,7 @@ type readState struct {
 	msgSize    int64
 	utf8       utf8Validator
 
-	ctrl  [maxControlLength]byte
-	ctrlN int
+	ctrl []byte // a control frame's payload split across reads; nil otherwise
 
 	discard bool   // failed: parse frames, act only on close
 	stopped bool   // the peer's close arrived: ignore all input
@@ -142,7 +141,7 @@ func (c *Conn) beginFrame(h []byte) bool {
 	}
 	isControl := op&0x8 != 0
 	if isControl {
-		rs.ctrlN = 0
+		rs.ctrl = rs.ctrl[:0]
 		if !fin || n > maxControlLength {
 			if rs.discard {
 				c.shutdown()
@@ -219,9 +218,17 @@ func (c *Conn) payload(chunk []byte, now int64) {
 		return
 	}
 	if rs.op&0x8 != 0 {
-		rs.ctrlN += copy(rs.ctrl[rs.ctrlN:], chunk)
+		if done && len(rs.ctrl) == 0 {
+			c.control(chunk, now) // the whole payload is here
+			return
+		}
+		if rs.ctrl == nil {
+			rs.ctrl = make([]byte, 0, maxControlLength)
+		}
+		rs.ctrl = append(rs.ctrl, chunk...)
 		if done {
-			c.control(rs.ctrl[:rs.ctrlN], now)
+			c.control(rs.ctrl, now)
+			rs.ctrl = nil
 		}
 		return
 	}
