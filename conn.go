@@ -54,9 +54,7 @@ type Conn struct {
 	// (fd >= 0, loop != nil), or a net.Conn with a reader goroutine.
 	fd   int
 	loop *loop
-	nc   net.Conn
-	// resume wakes a paused reader goroutine (net.Conn transport only).
-	resume chan struct{}
+	nt   *netTransport
 
 	rs readState // owned by whichever goroutine reads: the loop or the reader
 
@@ -94,6 +92,12 @@ type Conn struct {
 	bytesIn  atomic.Uint64
 	bytesOut atomic.Uint64
 	dropped  atomic.Uint64
+}
+
+// netTransport is the state of the net.Conn transport.
+type netTransport struct {
+	nc     net.Conn
+	resume chan struct{} // wakes the reader goroutine when it paused
 }
 
 // qmark records where a queued frame ends in out.
@@ -592,7 +596,7 @@ func (c *Conn) halfCloseLocked() {
 	c.halfClosed = true
 	if c.fd >= 0 {
 		shutdownWrite(c.fd)
-	} else if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+	} else if cw, ok := c.nt.nc.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
 	} else {
 		c.shutdownLocked()
@@ -639,12 +643,10 @@ func (c *Conn) shutdownLocked() {
 		c.loop.post(task{c: c, kind: taskClose})
 		return
 	}
-	c.nc.Close()
-	if c.resume != nil {
-		select {
-		case c.resume <- struct{}{}:
-		default:
-		}
+	c.nt.nc.Close()
+	select {
+	case c.nt.resume <- struct{}{}:
+	default:
 	}
 }
 
@@ -809,7 +811,7 @@ func (c *Conn) resumeReading() {
 		return
 	}
 	select {
-	case c.resume <- struct{}{}:
+	case c.nt.resume <- struct{}{}:
 	default:
 	}
 }

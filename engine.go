@@ -143,8 +143,7 @@ func start(c *Conn, nc net.Conn, leftover []byte) {
 		c.loop.post(task{c: c, kind: taskAdd, data: leftover})
 		return
 	}
-	c.nc = nc
-	c.resume = make(chan struct{}, 1)
+	c.nt = &netTransport{nc: nc, resume: make(chan struct{}, 1)}
 	defaultEngine.register(c, false)
 	go c.readNet(leftover)
 }
@@ -159,7 +158,7 @@ func (c *Conn) readNet(leftover []byte) {
 	buf := make([]byte, 16<<10)
 	for {
 		if c.rs.paused {
-			<-c.resume
+			<-c.nt.resume
 			c.mu.Lock()
 			closed := c.closed
 			c.mu.Unlock()
@@ -173,7 +172,7 @@ func (c *Conn) readNet(leftover []byte) {
 			c.feed(c.rs.stash, nanotime())
 			continue
 		}
-		n, err := c.nc.Read(buf)
+		n, err := c.nt.nc.Read(buf)
 		if n > 0 {
 			now := nanotime()
 			c.lastRecv.Store(now)
@@ -210,8 +209,8 @@ func (c *Conn) flushNetLocked() {
 		buf := c.out[c.outOff:]
 		c.inflight = len(c.out)
 		c.mu.Unlock()
-		c.nc.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
-		n, err := c.nc.Write(buf)
+		c.nt.nc.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
+		n, err := c.nt.nc.Write(buf)
 		c.mu.Lock()
 		c.inflight = 0
 		c.advanceLocked(n)
