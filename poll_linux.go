@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -286,7 +287,7 @@ func (l *loop) read(c *Conn, now int64, drain bool) {
 		if c.rs.paused {
 			return
 		}
-		n, err := unix.Read(fd, l.buf)
+		n, err := rawRead(fd, l.buf)
 		if n > 0 {
 			l.feed(c, l.buf[:n], now)
 			if n < len(l.buf) && !drain {
@@ -359,7 +360,7 @@ func writev2(fd int, a, b []byte) (int, error) {
 	}
 	total := 0
 	for {
-		n, err := unix.Writev(fd, iov)
+		n, err := rawWritev(fd, iov)
 		if n > 0 {
 			total += n
 			for n > 0 && len(iov) > 0 {
@@ -390,7 +391,7 @@ func writev2(fd int, a, b []byte) (int, error) {
 // waits for EPOLLOUT.
 func (c *Conn) flushFDLocked() {
 	for c.outOff < len(c.out) {
-		n, err := unix.Write(c.fd, c.out[c.outOff:])
+		n, err := rawWrite(c.fd, c.out[c.outOff:])
 		if n > 0 {
 			c.advanceLocked(n)
 			if c.closed {
@@ -407,4 +408,55 @@ func (c *Conn) flushFDLocked() {
 		c.abortLocked(err)
 		return
 	}
+}
+
+// The descriptors of the loops are non-blocking, so their reads and writes
+// never wait: they are made as raw system calls, without telling the
+// scheduler that the goroutine might block (which costs more than the call
+// itself for small messages).
+
+func rawRead(fd int, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+func rawWrite(fd int, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+func rawWritev(fd int, bufs [][]byte) (int, error) {
+	var iov [2]syscall.Iovec
+	n := 0
+	for _, b := range bufs {
+		if len(b) == 0 {
+			continue
+		}
+		iov[n].Base = &b[0]
+		iov[n].SetLen(len(b))
+		n++
+		if n == len(iov) {
+			break
+		}
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	r, _, e := syscall.RawSyscall(syscall.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(n))
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
 }
