@@ -238,7 +238,8 @@ func (l *loop) close(c *Conn) {
 	}
 	l.conns[fd] = nil
 	l.count--
-	unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	// No EPOLL_CTL_DEL: ours is the only descriptor of the socket, and
+	// closing it removes it from the epoll set.
 	c.mu.Lock()
 	unix.Close(fd)
 	c.mu.Unlock()
