@@ -1,7 +1,8 @@
 // Command tutorial is the tutorial's design as a baseline: gorilla/websocket
 // with a read goroutine and a write goroutine per connection, joined to the
-// handler by channels of 1,000 messages; it echoes preserving the message
-// type and sends no heartbeat.
+// handler by channels of 1,000 messages, and (with -heartbeat) the
+// tutorial's heartbeat goroutine per connection; it echoes preserving the
+// message type. The matrix runs it with the heartbeat off, like wsgate.
 package main
 
 import (
@@ -10,6 +11,7 @@ import (
 	"log"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/gorilla/websocket"
 )
@@ -96,6 +98,8 @@ func (c *connection) writeLoop() {
 	}
 }
 
+var heartbeat = flag.Duration("heartbeat", 0, "send the text message \"heartbeat\" this often from a goroutine per connection, as the tutorial does; 0 disables")
+
 var upgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
 
 func serveWS(w http.ResponseWriter, r *http.Request) {
@@ -105,6 +109,22 @@ func serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	c := newConnection(ws)
 	defer c.close()
+	if *heartbeat > 0 {
+		go func() {
+			t := time.NewTicker(*heartbeat)
+			defer t.Stop()
+			for {
+				select {
+				case <-t.C:
+					if c.write(message{websocket.TextMessage, []byte("heartbeat")}) != nil {
+						return
+					}
+				case <-c.done:
+					return
+				}
+			}
+		}()
+	}
 	for {
 		m, err := c.read()
 		if err != nil {
