@@ -1,6 +1,7 @@
 package wsgate_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -556,5 +557,57 @@ func TestOnMessagePanicClosesOnlyThatConnection(t *testing.T) {
 	write(t, good, wsgate.TextMessage, []byte("still here"))
 	if _, p := read(t, good); string(p) != "still here" {
 		t.Fatalf("got %q", p)
+	}
+}
+
+// wss:// end to end: TLS connections use the net.Conn transport on both
+// sides.
+func TestTLS(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		wsgate.Upgrade(w, r, &wsgate.Options{OnMessage: func(c *wsgate.Conn, typ wsgate.MessageType, p []byte) {
+			c.Write(context.Background(), typ, p)
+		}})
+	}))
+	defer srv.Close()
+	pool := srv.Client().Transport.(*http.Transport).TLSClientConfig
+	c := dial(t, "wss"+strings.TrimPrefix(srv.URL, "https"), &wsgate.Options{TLSConfig: pool})
+	write(t, c, wsgate.BinaryMessage, []byte("over TLS"))
+	if _, p := read(t, c); string(p) != "over TLS" {
+		t.Fatalf("got %q", p)
+	}
+	c.Close()
+	if ce := closeErr(t, c); ce.Code != wsgate.StatusNormalClosure {
+		t.Fatalf("got %v", ce)
+	}
+}
+
+// A client may send frames right behind its handshake request, before it
+// has seen the response; bytes the HTTP server read ahead must not be lost.
+func TestFramesPipelinedWithHandshake(t *testing.T) {
+	url := echoServer(t, nil)
+	host := strings.TrimPrefix(url, "ws://")
+	nc, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	req := "GET / HTTP/1.1\r\nHost: " + host + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	msg := append([]byte(req), frame(true, 0x1, []byte("first"))...)
+	msg = append(msg, frame(true, 0x2, []byte("second"))...)
+	if _, err := nc.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(nc)
+	nc.SetReadDeadline(time.Now().Add(waitLimit))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	peer := &rawPeer{t: t, nc: nc, br: br}
+	for _, want := range []string{"first", "second"} {
+		if _, p, err := peer.next(); err != nil || string(p) != want {
+			t.Fatalf("got %q, %v; want %q", p, err, want)
+		}
 	}
 }

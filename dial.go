@@ -97,7 +97,15 @@ func clientHandshake(ctx context.Context, nc net.Conn, u *url.URL, secure bool, 
 		nc.SetDeadline(dl)
 	}
 	if secure {
-		tc := tls.Client(nc, &tls.Config{ServerName: u.Hostname()})
+		tcfg := cfg.TLSConfig
+		if tcfg == nil {
+			tcfg = &tls.Config{}
+		}
+		if tcfg.ServerName == "" {
+			tcfg = tcfg.Clone()
+			tcfg.ServerName = u.Hostname()
+		}
+		tc := tls.Client(nc, tcfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return nil, fmt.Errorf("wsgate: dial: TLS: %w", err)
 		}

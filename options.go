@@ -2,6 +2,7 @@ package wsgate
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"net/http"
 	"strconv"
@@ -165,6 +166,11 @@ type Options struct {
 	// NetDialContext dials the TCP connection for Dial. Defaults to a
 	// net.Dialer. Load tools use it to bind other source addresses.
 	NetDialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// TLSConfig configures TLS for wss:// URLs in Dial (client side only).
+	// Defaults to a config with ServerName set from the URL; a given config
+	// without ServerName gets it the same way, on a clone.
+	TLSConfig *tls.Config
 
 	// HandshakeTimeout bounds Dial's opening handshake when ctx has no
 	// earlier deadline. Defaults to 10s.
