@@ -560,13 +560,8 @@ func (c *Conn) sendCloseLocked(code StatusCode, reason string, mayBlock bool) {
 		binary.BigEndian.PutUint16(b[:], uint16(code))
 		n = 2 + copy(b[2:], reason)
 	}
+	// advanceLocked completes the handshake once the frame is written.
 	c.sendControlLocked(opClose, b[:n], mayBlock)
-	if c.closed {
-		return
-	}
-	if c.outOff == len(c.out) && c.closeRecv {
-		c.handshakeDoneLocked()
-	}
 }
 
 // failLocked fails the connection: the cause is recorded, a close frame

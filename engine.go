@@ -9,8 +9,6 @@ import (
 	"time"
 )
 
-var errEOF = fmt.Errorf("connection closed without a close frame: %w", io.ErrUnexpectedEOF)
-
 // engine owns the goroutines shared by connections: the event loops (on
 // Linux) and the sweeper that runs every connection's timers. It starts them
 // with the first connection and stops them when the last one has finished,
@@ -221,11 +219,7 @@ func (c *Conn) flushNetLocked() {
 			c.abortLocked(err)
 		}
 	}
-	c.writing = false
-	if c.outOff == len(c.out) && c.out != nil {
-		putOut(c.out)
-		c.out, c.outOff = nil, 0
-	}
+	c.writing = false // advanceLocked released the drained buffer
 }
 
 // Pools of buffers for queued frames and compressed payloads.

@@ -2,6 +2,8 @@ package wsgate
 
 import (
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"strconv"
 )
@@ -57,6 +59,10 @@ var (
 	// ErrBadHandshake means the opening handshake was malformed or refused.
 	ErrBadHandshake = errors.New("wsgate: bad handshake")
 )
+
+// errEOF is the cause when the peer's TCP connection ended without a
+// closing handshake.
+var errEOF = fmt.Errorf("connection closed without a close frame: %w", io.ErrUnexpectedEOF)
 
 type wrapErr struct {
 	msg string

@@ -38,7 +38,6 @@ type loop struct {
 	running []task // the loop's own copy of tasks being run
 
 	conns   []*Conn // indexed by fd; loop goroutine only
-	count   int
 	buf     []byte
 	pending []*Conn // connections with more input to read
 }
@@ -218,7 +217,6 @@ func (l *loop) add(c *Conn, leftover []byte, now int64) {
 		l.conns = append(l.conns, make([]*Conn, len(l.conns)+64)...)
 	}
 	l.conns[fd] = c
-	l.count++
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		c.mu.Lock()
@@ -237,7 +235,6 @@ func (l *loop) close(c *Conn) {
 		return
 	}
 	l.conns[fd] = nil
-	l.count--
 	// No EPOLL_CTL_DEL: ours is the only descriptor of the socket, and
 	// closing it removes it from the epoll set.
 	c.mu.Lock()
