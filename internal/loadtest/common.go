@@ -289,3 +289,16 @@ func writeErrorKind(err error) string {
 	}
 	return "write: other"
 }
+
+// warmUp waits out cfg.Warmup, then switches to the measured phase and
+// restarts the server's and the generator's CPU meters, so that the
+// measurement covers only the measured window.
+func warmUp(ctx context.Context, cfg *Config, phase *atomic.Int32, srv *procWatch, self *selfCPU) {
+	if cfg.Warmup <= 0 {
+		return
+	}
+	sleepCtx(ctx, cfg.Warmup)
+	phase.Store(phaseMeasure)
+	srv.restartCPU()
+	self.restart()
+}

@@ -147,12 +147,7 @@ func runConnect(ctx context.Context, cfg *Config, rep *Report) error {
 	}
 	srv := watchProc(cfg.PID)
 	self := startSelf()
-	if cfg.Warmup > 0 {
-		sleepCtx(ctx, cfg.Warmup)
-		phase.Store(phaseMeasure)
-		srv.restartCPU()
-		self.restart()
-	}
+	warmUp(ctx, cfg, &phase, srv, self)
 	measureStart := time.Now()
 	var deadline <-chan time.Time
 	if cfg.Duration > 0 {

@@ -336,12 +336,7 @@ func runEcho(ctx context.Context, cfg *Config, rep *Report) error {
 		slow.mu.Unlock()
 		slowDone.Go(func() { slow.drive(cfg, r.typ, r.base, stopSlow) })
 	}
-	if cfg.Warmup > 0 {
-		sleepCtx(ctx, cfg.Warmup)
-		r.phase.Store(phaseMeasure)
-		srv.restartCPU()
-		self.restart()
-	}
+	warmUp(ctx, cfg, &r.phase, srv, self)
 	measureStart := time.Now()
 	r.waitMeasured(ctx)
 	r.phase.Store(phaseStop)

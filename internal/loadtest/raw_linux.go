@@ -167,12 +167,7 @@ func runRaw(ctx context.Context, cfg *Config, rep *Report) error {
 		defer close(loopDone)
 		r.loop()
 	}()
-	if cfg.Warmup > 0 {
-		sleepCtx(ctx, cfg.Warmup)
-		r.phase.Store(phaseMeasure)
-		srv.restartCPU()
-		self.restart()
-	}
+	warmUp(ctx, cfg, &r.phase, srv, self)
 	start := time.Now()
 	var deadline <-chan time.Time
 	if cfg.Duration > 0 {
