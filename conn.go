@@ -290,6 +290,17 @@ func (c *Conn) Write(ctx context.Context, typ MessageType, p []byte) error {
 // writeData queues one data frame whose payload is p (size bytes before
 // compression) and flushes.
 func (c *Conn) writeData(ctx context.Context, op byte, rsv1 bool, p []byte, size int) error {
+	return c.write(ctx, op, rsv1, p, nil, size)
+}
+
+// writeFrame queues an encoded, unmasked frame (server side only).
+func (c *Conn) writeFrame(ctx context.Context, op byte, frame []byte, size int) error {
+	return c.write(ctx, op, false, nil, frame, size)
+}
+
+// write queues one data message, given either as a payload p to encode or
+// as a whole encoded frame, and flushes.
+func (c *Conn) write(ctx context.Context, op byte, rsv1 bool, p, frame []byte, size int) error {
 	c.mu.Lock()
 	var timer *time.Timer
 	defer func() {
@@ -346,8 +357,15 @@ func (c *Conn) writeData(ctx context.Context, op byte, rsv1 bool, p []byte, size
 	masked := !c.server
 	if !masked && c.fd >= 0 && c.outOff == len(c.out) && !c.corked {
 		// Nothing queued: write straight from p, no copy, no goroutine.
-		h := putHeader(c.hdr[:], true, rsv1, op, len(p), false, 0)
-		n, err := writev2(c.fd, c.hdr[:h], p)
+		var n, h int
+		var err error
+		if frame != nil {
+			n, err = writev2(c.fd, frame, nil)
+			h, p = 0, frame
+		} else {
+			h = putHeader(c.hdr[:], true, rsv1, op, len(p), false, 0)
+			n, err = writev2(c.fd, c.hdr[:h], p)
+		}
 		total := h + len(p)
 		if n == total {
 			c.mu.Unlock()
@@ -372,7 +390,11 @@ func (c *Conn) writeData(ctx context.Context, op byte, rsv1 bool, p []byte, size
 		c.mu.Unlock()
 		return nil
 	}
-	c.appendFrameLocked(true, rsv1, op, p, size)
+	if frame != nil {
+		c.appendEncodedLocked(op, frame, size)
+	} else {
+		c.appendFrameLocked(true, rsv1, op, p, size)
+	}
 	c.flushLocked(true)
 	c.mu.Unlock()
 	return nil
@@ -404,6 +426,20 @@ func (c *Conn) appendFrameLocked(fin, rsv1 bool, op byte, p []byte, size int) {
 		c.qMsgs++
 		c.qBytes += size
 	}
+	c.marks = append(c.marks, qmark{end: len(c.out), size: size, op: op})
+}
+
+// appendEncodedLocked queues an encoded frame of a data message.
+func (c *Conn) appendEncodedLocked(op byte, frame []byte, size int) {
+	if c.out == nil {
+		c.out = getOut(len(frame))
+	}
+	if c.outOff == len(c.out) {
+		c.lastProgress = nanotime()
+	}
+	c.out = append(c.out, frame...)
+	c.qMsgs++
+	c.qBytes += size
 	c.marks = append(c.marks, qmark{end: len(c.out), size: size, op: op})
 }
 
