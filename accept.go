@@ -4,6 +4,7 @@ import (
 	"crypto/sha1"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -27,17 +28,23 @@ func acceptKey(key string) string {
 // 4xx status and a plain-text message (400 for a malformed handshake, 403
 // for a refused Origin, 405 for a method other than GET, 426 for a request
 // that is not a WebSocket upgrade or has the wrong version) and returns an
-// error wrapping ErrBadHandshake or ErrOriginNotAllowed.
+// error wrapping ErrBadHandshake or ErrOriginNotAllowed; when the
+// connection cannot be served (no file descriptor left, no event loop) it
+// answers 503 and the error wraps ErrEngine.
+//
+// The 101 response carries the headers the handler set on w.Header()
+// (Set-Cookie, for example), except those the handshake itself decides.
 //
 // The handler may return as soon as Upgrade does: the connection lives on
 // by itself. With Options.OnMessage set it costs no goroutine while idle.
+// Callbacks may run before Upgrade returns; Options.OnOpen runs first.
 func Upgrade(w http.ResponseWriter, r *http.Request, opts *Options) (*Conn, error) {
 	cfg := newConfig(opts)
 	if err := checkUpgrade(w, r); err != nil {
 		return nil, err
 	}
 	if !cfg.InsecureSkipOriginCheck {
-		if err := checkOrigin(r, cfg.OriginPatterns); err != nil {
+		if err := checkOrigin(r, cfg.OriginPatterns, cfg.TrustForwardedProto); err != nil {
 			http.Error(w, "WebSocket origin not allowed", http.StatusForbidden)
 			return nil, err
 		}
@@ -45,17 +52,8 @@ func Upgrade(w http.ResponseWriter, r *http.Request, opts *Options) (*Conn, erro
 	sub := selectSubprotocol(r, cfg.Subprotocols)
 	var ext string
 	var dp *deflateParams
-	if cfg.Compression {
+	if cfg.Compression && cfg.Budget.allowsCompression() {
 		ext, dp = acceptDeflate(r.Header.Values("Sec-WebSocket-Extensions"))
-	}
-	nc, brw, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		http.Error(w, "WebSocket upgrade not supported on this connection", http.StatusInternalServerError)
-		return nil, fmt.Errorf("%w: cannot take over the connection: %w", ErrBadHandshake, err)
-	}
-	var leftover []byte
-	if n := brw.Reader.Buffered(); n > 0 {
-		leftover, _ = brw.Reader.Peek(n)
 	}
 	var b strings.Builder
 	b.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ")
@@ -68,14 +66,84 @@ func Upgrade(w http.ResponseWriter, r *http.Request, opts *Options) (*Conn, erro
 		b.WriteString("\r\nSec-WebSocket-Extensions: ")
 		b.WriteString(ext)
 	}
-	b.WriteString("\r\n\r\n")
+	b.WriteString("\r\n")
+	writeExtraHeaders(&b, w.Header())
+	b.WriteString("\r\n")
+
+	nc, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		http.Error(w, "WebSocket upgrade not supported on this connection", http.StatusInternalServerError)
+		return nil, fmt.Errorf("%w: cannot take over the connection: %w", ErrBadHandshake, err)
+	}
+	var leftover []byte
+	if n := brw.Reader.Buffered(); n > 0 {
+		leftover, _ = brw.Reader.Peek(n)
+	}
+	c := newConn(nc, true, cfg, sub, dp)
 	nc.SetDeadline(time.Now().Add(cfg.HandshakeTimeout))
-	if _, err := nc.Write([]byte(b.String())); err != nil {
+	if err := c.attach(nc); err != nil {
+		io.WriteString(nc, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 29\r\n\r\nserver busy, try again later\n")
+		nc.Close()
+		return nil, err
+	}
+	if _, err := io.WriteString(nc, b.String()); err != nil {
+		c.detach()
 		nc.Close()
 		return nil, fmt.Errorf("%w: writing response: %w", ErrBadHandshake, err)
 	}
 	nc.SetDeadline(time.Time{})
-	return newConn(nc, true, cfg, sub, dp, leftover), nil
+	c.run(nc, leftover)
+	return c, nil
+}
+
+// writeExtraHeaders adds the handler's headers to the 101 response, leaving
+// out those the handshake decides and any value that would break the
+// response.
+func writeExtraHeaders(b *strings.Builder, h http.Header) {
+	for k, vs := range h {
+		if handshakeHeader(k) {
+			continue
+		}
+		for _, v := range vs {
+			if !validHeader(k, v) {
+				continue
+			}
+			b.WriteString(k)
+			b.WriteString(": ")
+			b.WriteString(v)
+			b.WriteString("\r\n")
+		}
+	}
+}
+
+// validHeader reports whether k is a header name token and v a value
+// without control characters other than tab.
+func validHeader(k, v string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
+			return false
+		}
+	}
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; (c < ' ' && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// handshakeHeader reports whether the opening handshake itself decides the
+// header k, so that neither an application nor a user may set it.
+func handshakeHeader(k string) bool {
+	switch http.CanonicalHeaderKey(k) {
+	case "Host", "Upgrade", "Connection", "Content-Length", "Transfer-Encoding", "Keep-Alive", "Te", "Trailer", "Proxy-Connection":
+		return true
+	}
+	return strings.HasPrefix(http.CanonicalHeaderKey(k), "Sec-Websocket-")
 }
 
 // checkUpgrade validates the request and answers it when it is not a valid
@@ -99,6 +167,15 @@ func checkUpgrade(w http.ResponseWriter, r *http.Request) error {
 	if r.ProtoMajor != 1 || r.ProtoMinor < 1 {
 		return fail(http.StatusBadRequest, "WebSocket handshake needs HTTP/1.1")
 	}
+	if !strings.HasPrefix(r.RequestURI, "/") {
+		// An absolute-form target (GET http://host/ws) would set the Host
+		// the origin check compares with, from the request line.
+		return fail(http.StatusBadRequest, "WebSocket handshake needs an origin-form request target (/path)")
+	}
+	if r.ContentLength != 0 || len(r.TransferEncoding) > 0 {
+		// The bytes of a body would be read as WebSocket frames.
+		return fail(http.StatusBadRequest, "WebSocket handshake must not have a body")
+	}
 	if r.Header.Get("Sec-WebSocket-Version") != "13" {
 		return fail(http.StatusUpgradeRequired, "unsupported Sec-WebSocket-Version: only 13 is supported")
 	}
@@ -121,21 +198,39 @@ func headerHasToken(h http.Header, name, token string) bool {
 	return false
 }
 
-// checkOrigin accepts requests without an Origin, same-origin requests, and
-// origins whose host matches one of the patterns.
-func checkOrigin(r *http.Request, patterns []string) error {
+// checkOrigin accepts requests without an Origin (browsers always send
+// one), same-origin requests, and origins whose host matches one of the
+// patterns.
+//
+// Same origin means the same host and port and a scheme at least as secure
+// as the request's: a page served over https may open a socket to the same
+// host reached over plain http (as it is behind a TLS-terminating proxy),
+// but a page served over plain http (which anyone on the path can alter)
+// may not reach an endpoint served over TLS. The request counts as TLS when
+// it arrived over TLS or, with trustForwarded, when X-Forwarded-Proto says
+// https.
+func checkOrigin(r *http.Request, patterns []string, trustForwarded bool) error {
 	origin := r.Header.Get("Origin")
 	if origin == "" {
 		return nil
 	}
 	u, err := url.Parse(origin)
-	if err != nil || u.Host == "" {
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 		return fmt.Errorf("%w: malformed Origin %q", ErrOriginNotAllowed, origin)
 	}
-	if strings.EqualFold(u.Host, r.Host) {
-		return nil
+	secure := r.TLS != nil
+	if trustForwarded {
+		if p := r.Header.Get("X-Forwarded-Proto"); p != "" {
+			secure = strings.EqualFold(strings.TrimSpace(strings.Split(p, ",")[0]), "https")
+		}
+	}
+	if secure && u.Scheme != "https" {
+		return fmt.Errorf("%w: %q is not a secure origin (request over https)", ErrOriginNotAllowed, origin)
 	}
 	host := strings.ToLower(u.Host)
+	if sameHostPort(host, u.Scheme, strings.ToLower(r.Host), secure) {
+		return nil
+	}
 	for _, p := range patterns {
 		p = strings.ToLower(p)
 		if ok, _ := path.Match(p, host); ok {
@@ -149,6 +244,32 @@ func checkOrigin(r *http.Request, patterns []string) error {
 		}
 	}
 	return fmt.Errorf("%w: %q (request host %q)", ErrOriginNotAllowed, origin, r.Host)
+}
+
+// sameHostPort compares an origin's host[:port] with a request's Host,
+// filling in the default ports.
+func sameHostPort(origin, scheme, host string, secure bool) bool {
+	if origin == host {
+		return true
+	}
+	withPort := func(hp, def string) string {
+		if _, _, err := net.SplitHostPort(hp); err == nil {
+			return hp
+		}
+		if strings.Count(hp, ":") > 1 && !strings.HasPrefix(hp, "[") {
+			hp = "[" + hp + "]"
+		}
+		return hp + ":" + def
+	}
+	odef := "80"
+	if scheme == "https" {
+		odef = "443"
+	}
+	hdef := "80"
+	if secure {
+		hdef = "443"
+	}
+	return withPort(origin, odef) == withPort(host, hdef)
 }
 
 // selectSubprotocol returns the first server preference the client offers.
@@ -187,5 +308,12 @@ const (
 // are assumed. Bytes the handshake code read past the handshake must be
 // supplied first by nc's Read.
 func Wrap(nc net.Conn, role Role, opts *Options) *Conn {
-	return newConn(nc, role == RoleServer, newConfig(opts), "", nil, nil)
+	c := newConn(nc, role == RoleServer, newConfig(opts), "", nil)
+	if err := c.attach(nc); err != nil {
+		// No event loop for it: a reader goroutine serves it instead.
+		c.nt = &netTransport{nc: nc, resume: make(chan struct{}, 1)}
+		defaultEngine.reserve(false)
+	}
+	c.run(nc, nil)
+	return c
 }

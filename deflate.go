@@ -230,41 +230,100 @@ var errInflateTooBig = errors.New("inflated message too big")
 // empty final block, so the reader stops cleanly.
 var deflateTail = []byte{0x00, 0x00, 0xff, 0xff, 0x01, 0x00, 0x00, 0xff, 0xff}
 
-// decompress inflates one message, at most limit bytes (-1: no limit).
-func (d *deflater) decompress(p []byte, limit int64) ([]byte, error) {
+// inflater inflates one message, possibly in several steps.
+type inflater struct {
+	fr    io.ReadCloser // pooled; implements flate.Resetter
+	op    byte
+	limit int64 // -1: none
+	out   []byte
+}
+
+// startInflate prepares to inflate the compressed payload p of a message
+// with opcode op, at most limit bytes (-1: no limit). p must stay unchanged
+// until the inflater is closed.
+func (d *deflater) startInflate(p []byte, op byte, limit int64) *inflater {
 	src := io.MultiReader(bytes.NewReader(p), bytes.NewReader(deflateTail))
 	fr, _ := flateReaders.Get().(io.ReadCloser)
 	if fr == nil {
 		fr = flate.NewReaderDict(src, d.dict)
-	} else if err := fr.(flate.Resetter).Reset(src, d.dict); err != nil {
-		return nil, err
+	} else {
+		fr.(flate.Resetter).Reset(src, d.dict)
 	}
-	defer func() {
-		fr.(flate.Resetter).Reset(bytes.NewReader(nil), nil)
-		flateReaders.Put(fr)
-	}()
-	var out bytes.Buffer
-	var r io.Reader = fr
-	if limit >= 0 {
-		r = io.LimitReader(fr, limit+1)
-	}
-	if _, err := out.ReadFrom(r); err != nil {
-		return nil, err
-	}
-	if limit >= 0 && int64(out.Len()) > limit {
-		return nil, errInflateTooBig
-	}
-	b := out.Bytes()
-	if d.inTakeover {
-		const window = 32 << 10
-		if len(b) >= window {
-			d.dict = append(d.dict[:0], b[len(b)-window:]...)
-		} else {
-			d.dict = append(d.dict, b...)
-			if len(d.dict) > window {
-				d.dict = d.dict[:copy(d.dict, d.dict[len(d.dict)-window:])]
+	return &inflater{fr: fr, op: op, limit: limit}
+}
+
+// step inflates at most quota more bytes (all of them when quota < 0),
+// growing out and charging c's budget for it. It reports whether the
+// message is complete; err is errInflateTooBig over the limit, or the
+// stream's error.
+func (in *inflater) step(c *Conn, quota int) (done bool, err error) {
+	produced := 0
+	for quota < 0 || produced < quota {
+		if len(in.out) == cap(in.out) {
+			n := max(2*cap(in.out), 4096)
+			if in.limit >= 0 {
+				n = int(min(int64(n), in.limit+1))
+				if n <= len(in.out) {
+					return true, errInflateTooBig
+				}
 			}
+			nb := make([]byte, len(in.out), n)
+			copy(nb, in.out)
+			c.charge(int64(cap(nb) - cap(in.out)))
+			in.out = nb
+		}
+		k, rerr := in.fr.Read(in.out[len(in.out):cap(in.out)])
+		in.out = in.out[:len(in.out)+k]
+		produced += k
+		if in.limit >= 0 && int64(len(in.out)) > in.limit {
+			return true, errInflateTooBig
+		}
+		if rerr == io.EOF {
+			return true, nil
+		}
+		if rerr != nil {
+			return true, rerr
 		}
 	}
-	return b, nil
+	return false, nil
+}
+
+// close returns the flate reader to its pool.
+func (in *inflater) close() {
+	if in.fr != nil {
+		in.fr.(flate.Resetter).Reset(bytes.NewReader(nil), nil)
+		flateReaders.Put(in.fr)
+		in.fr = nil
+	}
+}
+
+// remember keeps the end of an inflated message as the dictionary of the
+// next one when the peer keeps its compression context.
+func (d *deflater) remember(c *Conn, b []byte) {
+	if !d.inTakeover {
+		return
+	}
+	const window = 32 << 10
+	old := cap(d.dict)
+	if len(b) >= window {
+		d.dict = append(d.dict[:0], b[len(b)-window:]...)
+	} else {
+		d.dict = append(d.dict, b...)
+		if len(d.dict) > window {
+			d.dict = d.dict[:copy(d.dict, d.dict[len(d.dict)-window:])]
+		}
+	}
+	c.charge(int64(cap(d.dict) - old))
+}
+
+// decompress inflates one message at once, at most limit bytes (-1: no
+// limit), and remembers its end as the next message's dictionary.
+func (d *deflater) decompress(c *Conn, p []byte, limit int64) ([]byte, error) {
+	in := d.startInflate(p, opBinary, limit)
+	defer in.close()
+	if _, err := in.step(c, -1); err != nil {
+		return nil, err
+	}
+	d.remember(c, in.out)
+	return in.out, nil
 }

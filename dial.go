@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -18,9 +19,10 @@ import (
 // HandshakeError is returned by Dial when the server does not complete the
 // opening handshake. It matches ErrBadHandshake.
 type HandshakeError struct {
-	StatusCode int    // HTTP status of the server's answer, 0 if there was none
-	Body       string // the first KiB of its body
-	Reason     string // what was wrong
+	StatusCode int         // HTTP status of the server's answer, 0 if there was none
+	Header     http.Header // the answer's headers, nil if there was none
+	Body       string      // the first KiB of its body
+	Reason     string      // what was wrong
 }
 
 func (e *HandshakeError) Error() string {
@@ -38,14 +40,33 @@ func (e *HandshakeError) Error() string {
 // Is makes errors.Is(err, ErrBadHandshake) hold.
 func (e *HandshakeError) Is(target error) bool { return target == ErrBadHandshake }
 
+// maxResponseHeader bounds the size of the server's handshake response
+// head that Dial reads.
+const maxResponseHeader = 64 << 10
+
 // Dial opens a client connection to a ws:// or wss:// URL. ctx bounds the
 // dial and the opening handshake (Options.HandshakeTimeout applies when ctx
 // has no earlier deadline); it does not limit the connection's life.
 func Dial(ctx context.Context, rawURL string, opts *Options) (*Conn, error) {
+	c, _, err := DialWithResponse(ctx, rawURL, opts)
+	return c, err
+}
+
+// DialWithResponse is Dial that also returns the server's handshake
+// response: its status and headers (a session cookie, a server-chosen
+// header). The response is returned whenever the server answered, also
+// when the handshake failed; its Body is always empty (the first KiB of a
+// failed handshake's body is in the *HandshakeError).
+func DialWithResponse(ctx context.Context, rawURL string, opts *Options) (*Conn, *http.Response, error) {
 	cfg := newConfig(opts)
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("wsgate: dial: %w", err)
+		return nil, nil, fmt.Errorf("wsgate: dial: %w", err)
+	}
+	for k := range cfg.Header {
+		if handshakeHeader(k) {
+			return nil, nil, fmt.Errorf("wsgate: dial: header %q is set by the handshake itself", k)
+		}
 	}
 	secure := false
 	switch u.Scheme {
@@ -53,7 +74,7 @@ func Dial(ctx context.Context, rawURL string, opts *Options) (*Conn, error) {
 	case "wss", "https":
 		secure = true
 	default:
-		return nil, fmt.Errorf("wsgate: dial: unsupported scheme %q", u.Scheme)
+		return nil, nil, fmt.Errorf("wsgate: dial: unsupported scheme %q", u.Scheme)
 	}
 	hostport := u.Host
 	if u.Port() == "" {
@@ -73,26 +94,47 @@ func Dial(ctx context.Context, rawURL string, opts *Options) (*Conn, error) {
 	}
 	nc, err := dial(ctx, "tcp", hostport)
 	if err != nil {
-		return nil, fmt.Errorf("wsgate: dial: %w", err)
+		return nil, nil, fmt.Errorf("wsgate: dial: %w", err)
 	}
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
-	c, err := clientHandshake(ctx, nc, u, secure, cfg)
+	c, resp, err := clientHandshake(ctx, nc, u, secure, cfg)
 	if !stop() {
 		if c != nil {
 			c.CloseNow()
 		} else {
 			nc.Close()
 		}
-		return nil, fmt.Errorf("wsgate: dial: %w", ctx.Err())
+		return nil, resp, fmt.Errorf("wsgate: dial: %w", ctx.Err())
 	}
 	if err != nil {
 		nc.Close()
-		return nil, err
+		return nil, resp, err
 	}
-	return c, nil
+	return c, resp, nil
 }
 
-func clientHandshake(ctx context.Context, nc net.Conn, u *url.URL, secure bool, cfg *config) (*Conn, error) {
+// limitedReader reads at most n bytes of the handshake response, failing
+// with errResponseTooBig beyond.
+type limitedReader struct {
+	r io.Reader
+	n int
+}
+
+var errResponseTooBig = fmt.Errorf("handshake response head larger than %d bytes", maxResponseHeader)
+
+func (l *limitedReader) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, errResponseTooBig
+	}
+	if len(p) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= n
+	return n, err
+}
+
+func clientHandshake(ctx context.Context, nc net.Conn, u *url.URL, secure bool, cfg *config) (*Conn, *http.Response, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		nc.SetDeadline(dl)
 	}
@@ -107,7 +149,7 @@ func clientHandshake(ctx context.Context, nc net.Conn, u *url.URL, secure bool, 
 		}
 		tc := tls.Client(nc, tcfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
-			return nil, fmt.Errorf("wsgate: dial: TLS: %w", err)
+			return nil, nil, fmt.Errorf("wsgate: dial: TLS: %w", err)
 		}
 		nc = tc
 	}
@@ -125,33 +167,38 @@ func clientHandshake(ctx context.Context, nc net.Conn, u *url.URL, secure bool, 
 	}
 	for k, vs := range cfg.Header {
 		for _, v := range vs {
-			if strings.ContainsAny(k+v, "\r\n") {
-				return nil, fmt.Errorf("wsgate: dial: header %q contains a line break", k)
+			if !validHeader(k, v) {
+				return nil, nil, fmt.Errorf("wsgate: dial: invalid header %q", k)
 			}
 			fmt.Fprintf(&b, "%s: %s\r\n", k, v)
 		}
 	}
 	b.WriteString("\r\n")
 	if _, err := io.WriteString(nc, b.String()); err != nil {
-		return nil, fmt.Errorf("wsgate: dial: writing handshake: %w", err)
+		return nil, nil, fmt.Errorf("wsgate: dial: writing handshake: %w", err)
 	}
-	br := bufio.NewReaderSize(nc, 4096)
+	lr := &limitedReader{r: nc, n: maxResponseHeader}
+	br := bufio.NewReaderSize(lr, 4096)
 	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet, URL: u})
 	if err != nil {
-		return nil, fmt.Errorf("wsgate: dial: reading handshake response: %w", err)
+		if errors.Is(err, errResponseTooBig) {
+			return nil, nil, &HandshakeError{Reason: errResponseTooBig.Error()}
+		}
+		return nil, nil, fmt.Errorf("wsgate: dial: reading handshake response: %w", err)
 	}
-	bad := func(reason string) error {
+	bad := func(reason string) (*Conn, *http.Response, error) {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		return &HandshakeError{StatusCode: resp.StatusCode, Body: string(body), Reason: reason}
+		resp.Body = http.NoBody
+		return nil, resp, &HandshakeError{StatusCode: resp.StatusCode, Header: resp.Header, Body: string(body), Reason: reason}
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
-		return nil, bad("server did not switch protocols")
+		return bad("server did not switch protocols")
 	}
 	if !headerHasToken(resp.Header, "Upgrade", "websocket") || !headerHasToken(resp.Header, "Connection", "upgrade") {
-		return nil, bad("missing Upgrade/Connection headers")
+		return bad("missing Upgrade/Connection headers")
 	}
 	if resp.Header.Get("Sec-WebSocket-Accept") != acceptKey(key) {
-		return nil, bad("wrong Sec-WebSocket-Accept")
+		return bad("wrong Sec-WebSocket-Accept")
 	}
 	sub := resp.Header.Get("Sec-WebSocket-Protocol")
 	if sub != "" {
@@ -160,23 +207,29 @@ func clientHandshake(ctx context.Context, nc net.Conn, u *url.URL, secure bool, 
 			ok = ok || s == sub
 		}
 		if !ok {
-			return nil, bad("server chose a subprotocol that was not offered")
+			return bad("server chose a subprotocol that was not offered")
 		}
 	}
 	var dp *deflateParams
 	if exts := resp.Header.Values("Sec-WebSocket-Extensions"); len(exts) > 0 {
 		if !cfg.Compression {
-			return nil, bad("server accepted an extension that was not offered")
+			return bad("server accepted an extension that was not offered")
 		}
 		dp, err = checkDeflateResponse(exts)
 		if err != nil {
-			return nil, bad(err.Error())
+			return bad(err.Error())
 		}
 	}
 	var leftover []byte
 	if n := br.Buffered(); n > 0 {
 		leftover, _ = br.Peek(n)
 	}
+	resp.Body = http.NoBody
+	c := newConn(nc, false, cfg, sub, dp)
+	if err := c.attach(nc); err != nil {
+		return nil, resp, fmt.Errorf("wsgate: dial: %w", err)
+	}
 	nc.SetDeadline(time.Time{})
-	return newConn(nc, false, cfg, sub, dp, leftover), nil
+	c.run(nc, leftover)
+	return c, resp, nil
 }

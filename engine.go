@@ -1,8 +1,8 @@
 package wsgate
 
 import (
+	crand "crypto/rand"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"sync"
@@ -14,12 +14,13 @@ import (
 // with the first connection and stops them when the last one has finished,
 // so an idle program runs none of them.
 type engine struct {
-	mu    sync.Mutex
-	conns map[*Conn]struct{}
-	loops []*loop
-	next  int
-	every time.Duration // sweep interval
-	stop  chan struct{} // closed to stop this generation's sweeper
+	mu      sync.Mutex
+	conns   map[*Conn]struct{}
+	pending int // connections between reserve and register or cancel
+	loops   []*loop
+	next    int
+	every   time.Duration // sweep interval
+	stop    chan struct{} // closed to stop this generation's sweeper
 }
 
 var defaultEngine engine
@@ -36,7 +37,7 @@ type taskKind uint8
 const (
 	taskAdd    taskKind = iota // start serving c
 	taskClose                  // close c's descriptor and finish c
-	taskResume                 // c's receive queue has room again
+	taskResume                 // c may read again: its receive queue or its output has room
 	taskStop                   // no connection is left: exit
 )
 
@@ -45,11 +46,46 @@ const (
 	minSweep = 5 * time.Millisecond
 )
 
-// register adds c and, when wantLoop, returns the event loop to serve it.
-func (e *engine) register(c *Conn, wantLoop bool) *loop {
+// reserve makes room for a connection about to start and, when wantLoop,
+// returns the event loop that will serve it, starting the loops if none
+// run. It fails when the loops cannot be started (for example when the
+// process is out of file descriptors). Every successful reserve is
+// followed by register or cancel.
+func (e *engine) reserve(wantLoop bool) (*loop, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var l *loop
+	if wantLoop {
+		if e.loops == nil {
+			loops, err := startLoops()
+			if err != nil {
+				e.stopIfIdleLocked()
+				return nil, err
+			}
+			e.loops = loops
+		}
+		l = e.loops[e.next%len(e.loops)]
+		e.next++
+	}
+	e.pending++
+	return l, nil
+}
+
+// cancel gives back a reservation that was not used.
+func (e *engine) cancel() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.pending--
+	e.stopIfIdleLocked()
+}
+
+// register turns a reservation into a running connection whose timers the
+// sweeper runs.
+func (e *engine) register(c *Conn) {
 	g := granularity(c.cfg)
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.pending--
 	if e.conns == nil {
 		e.conns = make(map[*Conn]struct{})
 		e.every = g
@@ -60,15 +96,6 @@ func (e *engine) register(c *Conn, wantLoop bool) *loop {
 		e.every = g
 	}
 	e.conns[c] = struct{}{}
-	if !wantLoop {
-		return nil
-	}
-	if e.loops == nil {
-		e.loops = startLoops()
-	}
-	l := e.loops[e.next%len(e.loops)]
-	e.next++
-	return l
 }
 
 // unregister removes a finished connection and stops the engine when none
@@ -77,10 +104,18 @@ func (e *engine) unregister(c *Conn) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	delete(e.conns, c)
-	if len(e.conns) > 0 {
+	e.stopIfIdleLocked()
+}
+
+// stopIfIdleLocked stops the sweeper and the loops when no connection is
+// running or about to.
+func (e *engine) stopIfIdleLocked() {
+	if len(e.conns) > 0 || e.pending > 0 {
 		return
 	}
-	close(e.stop)
+	if e.stop != nil {
+		close(e.stop)
+	}
 	for _, l := range e.loops {
 		l.post(task{kind: taskStop})
 	}
@@ -90,7 +125,7 @@ func (e *engine) unregister(c *Conn) {
 // granularity is how often c's timers need checking.
 func granularity(cfg *connConfig) time.Duration {
 	g := maxSweep
-	for _, d := range []time.Duration{cfg.PingInterval, cfg.PingTimeout, cfg.WriteTimeout, cfg.CloseTimeout} {
+	for _, d := range []time.Duration{cfg.PingInterval, cfg.PingTimeout, cfg.WriteTimeout, cfg.CloseTimeout, cfg.MessageTimeout} {
 		if d > 0 && d/4 < g {
 			g = d / 4
 		}
@@ -122,7 +157,7 @@ func (e *engine) sweep(stop chan struct{}, every time.Duration) {
 		e.mu.Unlock()
 		now := nanotime()
 		for _, c := range snap {
-			c.tick(now)
+			tickSafely(c, now)
 		}
 		clear(snap)
 		if want != every {
@@ -132,94 +167,65 @@ func (e *engine) sweep(stop chan struct{}, every time.Duration) {
 	}
 }
 
-// start connects c to a transport: an event loop when the platform has one
-// and nc exposes a socket, else a reader goroutine.
-func start(c *Conn, nc net.Conn, leftover []byte) {
-	if fd, ok := takeFD(nc); ok {
-		c.fd = fd
-		c.loop = defaultEngine.register(c, true)
+// tickSafely runs c's timers; a panic there (a bug) costs c, not the
+// sweeper that serves every connection.
+func tickSafely(c *Conn, now int64) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.mu.Lock()
+			c.abortLocked(fmt.Errorf("%w: timers: %v", ErrInternal, r))
+			c.mu.Unlock()
+		}
+	}()
+	c.tick(now)
+}
+
+// attach gives c its transport before the opening handshake is answered,
+// so that a failure (no file descriptor left, no event loop) is an error
+// for the caller rather than a broken connection: a socket the platform can
+// poll gets a descriptor of its own and an event loop, anything else a
+// reader goroutine. nc stays usable until run.
+func (c *Conn) attach(nc net.Conn) error {
+	fd, ok, err := dupFD(nc)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrEngine, err)
+	}
+	if ok {
+		l, err := defaultEngine.reserve(true)
+		if err != nil {
+			closeFD(fd)
+			return fmt.Errorf("%w: %w", ErrEngine, err)
+		}
+		c.fd, c.loop = fd, l
+		return nil
+	}
+	c.nt = &netTransport{nc: nc, resume: make(chan struct{}, 1)}
+	_, err = defaultEngine.reserve(false)
+	return err
+}
+
+// detach undoes attach when the handshake fails after it.
+func (c *Conn) detach() {
+	if c.fd >= 0 {
+		closeFD(c.fd)
+		c.fd, c.loop = -1, nil
+	}
+	defaultEngine.cancel()
+}
+
+// run starts serving c. leftover holds bytes read past the handshake.
+func (c *Conn) run(nc net.Conn, leftover []byte) {
+	if len(leftover) > 0 {
+		leftover = append([]byte(nil), leftover...)
+	}
+	defaultEngine.register(c)
+	if c.fd >= 0 {
+		// The loop has a descriptor of its own; this one goes.
+		nc.Close()
 		c.loop.post(task{c: c, kind: taskAdd, data: leftover})
 		return
 	}
-	c.nt = &netTransport{nc: nc, resume: make(chan struct{}, 1)}
-	defaultEngine.register(c, false)
 	go c.readNet(leftover)
-}
-
-// readNet is the reader goroutine of a net.Conn transport.
-func (c *Conn) readNet(leftover []byte) {
-	defer c.finish()
-	if len(leftover) > 0 {
-		c.lastRecv.Store(nanotime())
-		c.feed(leftover, nanotime())
-	}
-	buf := make([]byte, 16<<10)
-	for {
-		if c.rs.paused {
-			<-c.nt.resume
-			c.mu.Lock()
-			closed := c.closed
-			c.mu.Unlock()
-			if closed {
-				return
-			}
-			if c.rq.isPaused() {
-				continue
-			}
-			c.rs.paused = false
-			c.feed(c.rs.stash, nanotime())
-			continue
-		}
-		n, err := c.nt.nc.Read(buf)
-		if n > 0 {
-			now := nanotime()
-			c.lastRecv.Store(now)
-			c.feed(buf[:n], now)
-		}
-		if err != nil {
-			c.mu.Lock()
-			if c.closed {
-				c.mu.Unlock()
-				return
-			}
-			c.mu.Unlock()
-			if err == io.EOF {
-				c.onEOF()
-			} else {
-				c.mu.Lock()
-				c.abortLocked(err)
-				c.mu.Unlock()
-			}
-			return
-		}
-	}
-}
-
-// flushNetLocked writes out to the net.Conn. c.mu is released while the
-// write is in progress; other writers append meanwhile and this goroutine
-// writes their bytes too before it returns.
-func (c *Conn) flushNetLocked() {
-	if c.writing {
-		return
-	}
-	c.writing = true
-	for !c.closed && c.outOff < len(c.out) {
-		buf := c.out[c.outOff:]
-		c.inflight = len(c.out)
-		c.mu.Unlock()
-		c.nt.nc.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
-		n, err := c.nt.nc.Write(buf)
-		c.mu.Lock()
-		c.inflight = 0
-		c.advanceLocked(n)
-		if err != nil {
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				err = fmt.Errorf("%w: %w", ErrWriteTimeout, err)
-			}
-			c.abortLocked(err)
-		}
-	}
-	c.writing = false // advanceLocked released the drained buffer
 }
 
 // Pools of buffers for queued frames and compressed payloads.
@@ -260,6 +266,19 @@ func putBuffer(p *[]byte) {
 	}
 }
 
-// maskKey returns a fresh masking key. math/rand/v2's global source is a
-// cryptographically strong generator, as RFC 6455 section 5.3 asks.
-func maskKey() uint32 { return rand.Uint32() }
+// maskRands holds ChaCha8 generators seeded from crypto/rand: a
+// cryptographically strong stream, as RFC 6455 section 5.3 asks of masking
+// keys, without a system call per frame.
+var maskRands = sync.Pool{New: func() any {
+	var seed [32]byte
+	crand.Read(seed[:])
+	return rand.NewChaCha8(seed)
+}}
+
+// maskKey returns a fresh, unpredictable masking key.
+func maskKey() uint32 {
+	r := maskRands.Get().(*rand.ChaCha8)
+	k := uint32(r.Uint64())
+	maskRands.Put(r)
+	return k
+}

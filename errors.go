@@ -49,9 +49,27 @@ var (
 	// messages go to Options.OnMessage.
 	ErrEventMode = errors.New("wsgate: messages are delivered to OnMessage")
 
-	// ErrHandlerPanic means Options.OnMessage panicked; the connection was
-	// closed with 1011 and the panic value is in the error's text.
-	ErrHandlerPanic = errors.New("wsgate: OnMessage panicked")
+	// ErrHandlerPanic means a callback (Options.OnOpen or OnMessage)
+	// panicked; the connection was closed with 1011 and the panic value is
+	// in the error's text.
+	ErrHandlerPanic = errors.New("wsgate: callback panicked")
+
+	// ErrMessageTimeout means an incoming message did not complete within
+	// MessageTimeout; the connection was closed with 1008.
+	ErrMessageTimeout = errors.New("wsgate: message timeout")
+
+	// ErrMemoryBudget means the connection was closed (1008 or 1009) to
+	// keep the connections sharing its Budget within the limit.
+	ErrMemoryBudget = errors.New("wsgate: memory budget exceeded")
+
+	// ErrEngine means the connection could not be given a transport: the
+	// event loops could not start, or the process is out of file
+	// descriptors. Upgrade answers 503 before the handshake completes.
+	ErrEngine = errors.New("wsgate: cannot serve the connection")
+
+	// ErrInternal means a bug in wsgate ended the connection; the panic
+	// value is in the error's text. Only that connection is affected.
+	ErrInternal = errors.New("wsgate: internal error")
 
 	// ErrOriginNotAllowed means Upgrade refused the request's Origin.
 	ErrOriginNotAllowed = errors.New("wsgate: origin not allowed")

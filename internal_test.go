@@ -118,11 +118,11 @@ func TestDeflateRoundTrip(t *testing.T) {
 		if len(z) >= len(msg) {
 			t.Fatalf("huffman=%v: %d bytes compressed to %d", huffman, len(msg), len(z))
 		}
-		out, err := (&deflater{}).decompress(z, -1)
+		out, err := (&deflater{}).decompress(&Conn{}, z, -1)
 		if err != nil || !bytes.Equal(out, msg) {
 			t.Fatalf("huffman=%v: round trip failed: %v", huffman, err)
 		}
-		if _, err := (&deflater{}).decompress(z, 100); err != errInflateTooBig {
+		if _, err := (&deflater{}).decompress(&Conn{}, z, 100); err != errInflateTooBig {
 			t.Fatalf("limit not enforced: %v", err)
 		}
 	}
@@ -139,7 +139,7 @@ func TestDeflateContextTakeover(t *testing.T) {
 		fw.Write([]byte(msg))
 		fw.Flush()
 		z := bytes.TrimSuffix(wire.Bytes(), []byte{0, 0, 0xff, 0xff})
-		out, err := d.decompress(append([]byte(nil), z...), -1)
+		out, err := d.decompress(&Conn{}, append([]byte(nil), z...), -1)
 		if err != nil || string(out) != msg {
 			t.Fatalf("message %d: %q, %v", i, out, err)
 		}

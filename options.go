@@ -144,6 +144,27 @@ type Options struct {
 	RecvQueueMessages int
 	RecvQueueBytes    int
 
+	// MessageTimeout bounds how long one incoming message may take from the
+	// header of its first frame to the end of its last: a peer that starts
+	// a message and then trickles it (holding its reassembly buffer) is
+	// closed with 1008 and the error wraps ErrMessageTimeout. Defaults to
+	// 30s; -1 disables it.
+	MessageTimeout time.Duration
+
+	// Budget, when set, is a memory budget shared with other connections:
+	// the bytes this connection holds in buffers count against it, and the
+	// connections holding the most are closed when the total goes over its
+	// limit. See Budget.
+	Budget *Budget
+
+	// OnOpen, when set, is called once with the new connection before any
+	// other callback and before any message is read, on the goroutine that
+	// will call OnMessage. It may run before Upgrade or Dial has returned
+	// the Conn: callbacks never see a Conn that the application has not
+	// seen first through OnOpen. Use it to set up per-connection state
+	// (SetValue). A panic closes the connection with 1011.
+	OnOpen func(c *Conn)
+
 	// OnMessage, when set, switches the connection to event-driven mode:
 	// OnMessage is called for each message, in order, on the connection's
 	// event-loop goroutine, and Read/ReadMessage return ErrEventMode. data is
@@ -155,13 +176,26 @@ type Options struct {
 	OnMessage func(c *Conn, typ MessageType, data []byte)
 
 	// OnClose, when set, is called once when the connection has ended, with
-	// the same error Err returns. It runs on an internal goroutine; it must
-	// not block for long.
+	// the same error Err returns, after every other callback. It runs on an
+	// internal goroutine (an event loop serving other connections); it must
+	// not block for long. A panic in it is recovered.
 	OnClose func(c *Conn, err error)
 
 	// Header adds request headers to Dial's handshake (client side only),
-	// for example Origin, Cookie or Authorization.
+	// for example Origin, Cookie or Authorization. Headers that the
+	// handshake itself sets (Host, Upgrade, Connection, Sec-WebSocket-*,
+	// Content-Length, Transfer-Encoding) are refused: Dial fails. To reach
+	// a server under another name, dial the name and connect elsewhere with
+	// NetDialContext; for subprotocols and compression use Subprotocols and
+	// Compression.
 	Header http.Header
+
+	// TrustForwardedProto makes Upgrade take the request's scheme from the
+	// X-Forwarded-Proto header, for servers behind a TLS-terminating proxy
+	// that sets it. The scheme matters to the origin check: a page served
+	// over plain http may not open a socket to an endpoint reached over
+	// https. Only set it when every request comes through such a proxy.
+	TrustForwardedProto bool
 
 	// NetDialContext dials the TCP connection for Dial. Defaults to a
 	// net.Dialer. Load tools use it to bind other source addresses.
@@ -187,6 +221,7 @@ const (
 	DefaultQueueMessages    = 1024
 	DefaultQueueBytes       = 4 << 20
 	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultMessageTimeout   = 30 * time.Second
 )
 
 // config is an Options with every default filled in; the handshake uses
@@ -205,12 +240,14 @@ type connConfig struct {
 	PingTimeout       time.Duration
 	WriteTimeout      time.Duration
 	CloseTimeout      time.Duration
+	MessageTimeout    time.Duration
 	SendQueueMessages int
 	SendQueueBytes    int
 	RecvQueueMessages int
 	RecvQueueBytes    int
 	SendQueuePolicy   QueuePolicy
 	keepalive         bool
+	OnOpen            func(c *Conn)
 	OnMessage         func(c *Conn, typ MessageType, data []byte)
 	OnClose           func(c *Conn, err error)
 }
@@ -222,12 +259,14 @@ func (c *config) conn() *connConfig {
 		PingTimeout:       c.PingTimeout,
 		WriteTimeout:      c.WriteTimeout,
 		CloseTimeout:      c.CloseTimeout,
+		MessageTimeout:    c.MessageTimeout,
 		SendQueueMessages: c.SendQueueMessages,
 		SendQueueBytes:    c.SendQueueBytes,
 		RecvQueueMessages: c.RecvQueueMessages,
 		RecvQueueBytes:    c.RecvQueueBytes,
 		SendQueuePolicy:   c.SendQueuePolicy,
 		keepalive:         c.keepalive,
+		OnOpen:            c.OnOpen,
 		OnMessage:         c.OnMessage,
 		OnClose:           c.OnClose,
 	}
@@ -257,6 +296,12 @@ func newConfig(o *Options) *config {
 	}
 	if c.CloseTimeout <= 0 {
 		c.CloseTimeout = DefaultCloseTimeout
+	}
+	switch {
+	case c.MessageTimeout == 0:
+		c.MessageTimeout = DefaultMessageTimeout
+	case c.MessageTimeout < 0:
+		c.MessageTimeout = 0 // none
 	}
 	if c.SendQueueMessages <= 0 {
 		c.SendQueueMessages = DefaultQueueMessages

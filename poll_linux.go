@@ -3,6 +3,7 @@
 package wsgate
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"runtime"
@@ -47,19 +48,24 @@ const (
 	readsPerEvent = 8
 )
 
-// startLoops starts one loop per usable CPU.
-func startLoops() []*loop {
+// startLoops starts one loop per usable CPU. It fails when a loop's
+// descriptors cannot be created (for example when the process is out of
+// file descriptors); no loop is left running then.
+func startLoops() ([]*loop, error) {
 	n := runtime.GOMAXPROCS(0)
 	loops := make([]*loop, 0, n)
 	for range n {
 		l, err := newLoop()
 		if err != nil {
-			panic("wsgate: cannot start event loop: " + err.Error())
+			for _, l := range loops {
+				l.post(task{kind: taskStop})
+			}
+			return nil, fmt.Errorf("starting an event loop: %w", err)
 		}
 		loops = append(loops, l)
 		go l.run()
 	}
-	return loops
+	return loops, nil
 }
 
 func newLoop() (*loop, error) {
@@ -98,12 +104,12 @@ func newLoop() (*loop, error) {
 // wait returns ready events. It polls without blocking and, when nothing
 // is ready and no input is pending, parks in the runtime's poller until
 // the epoll descriptor becomes readable.
-func (l *loop) wait() int {
+func (l *loop) wait() (int, error) {
 	l.block = len(l.pending) == 0
 	if err := l.erc.Read(l.pollFn); err != nil {
-		panic("wsgate: epoll wait: " + err.Error())
+		return 0, err
 	}
-	return l.nready
+	return l.nready, nil
 }
 
 // poll is the callback of wait; it is stored in pollFn once so that
@@ -119,30 +125,34 @@ func (l *loop) poll(uintptr) bool {
 	}
 }
 
-// post queues a task for the loop goroutine and wakes it.
+// post queues a task for the loop goroutine and wakes it. The wake-up is
+// written under l.mu, so it can never reach an eventfd that a stopping
+// loop has closed (and whose number may have been reused).
 func (l *loop) post(t task) {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.stopped {
-		l.mu.Unlock()
 		return
 	}
 	l.tasks = append(l.tasks, t)
-	wake := !l.waking
-	l.waking = true
-	l.mu.Unlock()
-	if wake {
+	if !l.waking {
+		l.waking = true
 		var one = [8]byte{1}
 		unix.Write(l.evfd, one[:])
 	}
 }
 
 func (l *loop) run() {
-	events := l.events
+	defer l.shutdown()
 	for {
-		n := l.wait()
+		n, err := l.wait()
+		if err != nil {
+			l.failAll(fmt.Errorf("%w: epoll: %w", ErrEngine, err))
+			return
+		}
 		now := nanotime()
 		for i := 0; i < n; i++ {
-			ev := &events[i]
+			ev := &l.events[i]
 			fd := int(ev.Fd)
 			if fd == l.evfd {
 				if l.runTasks(now) {
@@ -153,17 +163,7 @@ func (l *loop) run() {
 			if fd >= len(l.conns) || l.conns[fd] == nil {
 				continue
 			}
-			c := l.conns[fd]
-			if ev.Events&unix.EPOLLOUT != 0 {
-				c.mu.Lock()
-				c.flushLocked(false)
-				c.mu.Unlock()
-			}
-			if ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-				l.read(c, now, true)
-			} else if ev.Events&unix.EPOLLIN != 0 {
-				l.read(c, now, false)
-			}
+			l.serve(l.conns[fd], ev.Events, now)
 		}
 		if len(l.pending) > 0 {
 			p := l.pending
@@ -171,10 +171,38 @@ func (l *loop) run() {
 			for i, c := range p {
 				p[i] = nil
 				if c.fd >= 0 && c.fd < len(l.conns) && l.conns[c.fd] == c {
-					l.read(c, now, true)
+					l.serve(c, 0, now)
 				}
 			}
 		}
+	}
+}
+
+// serve handles one connection's events (none: continue pending work). A
+// panic there (a bug) costs that connection, not the loop that serves the
+// others.
+func (l *loop) serve(c *Conn, events uint32, now int64) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.mu.Lock()
+			c.corked = false
+			c.abortLocked(fmt.Errorf("%w: event loop: %v", ErrInternal, r))
+			c.mu.Unlock()
+		}
+	}()
+	if events == 0 {
+		l.resume(c, now)
+		return
+	}
+	if events&unix.EPOLLOUT != 0 {
+		c.mu.Lock()
+		c.flushLocked(false)
+		c.mu.Unlock()
+	}
+	if events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		l.read(c, now, true)
+	} else if events&unix.EPOLLIN != 0 {
+		l.read(c, now, false)
 	}
 }
 
@@ -196,19 +224,40 @@ func (l *loop) runTasks(now int64) bool {
 		case taskClose:
 			l.close(t.c)
 		case taskResume:
-			l.resume(t.c, now)
+			if t.c.fd >= 0 && t.c.fd < len(l.conns) && l.conns[t.c.fd] == t.c {
+				l.serve(t.c, 0, now)
+			}
 		case taskStop:
 			stop = true
 		}
 	}
-	if stop {
-		l.mu.Lock()
-		l.stopped = true
-		l.mu.Unlock()
-		l.epf.Close()
-		unix.Close(l.evfd)
-	}
 	return stop
+}
+
+// shutdown closes the loop's own descriptors once it exits. Under l.mu, so
+// that post never writes to a closed eventfd.
+func (l *loop) shutdown() {
+	l.mu.Lock()
+	l.stopped = true
+	l.tasks = nil
+	unix.Close(l.evfd)
+	l.mu.Unlock()
+	l.epf.Close()
+}
+
+// failAll ends every connection of a loop that cannot go on.
+func (l *loop) failAll(err error) {
+	for fd, c := range l.conns {
+		if c == nil {
+			continue
+		}
+		l.conns[fd] = nil
+		c.mu.Lock()
+		c.abortLocked(err)
+		unix.Close(fd)
+		c.mu.Unlock()
+		c.finish()
+	}
 }
 
 func (l *loop) add(c *Conn, leftover []byte, now int64) {
@@ -217,6 +266,7 @@ func (l *loop) add(c *Conn, leftover []byte, now int64) {
 		l.conns = append(l.conns, make([]*Conn, len(l.conns)+64)...)
 	}
 	l.conns[fd] = c
+	c.callOnOpen()
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		c.mu.Lock()
@@ -226,6 +276,10 @@ func (l *loop) add(c *Conn, leftover []byte, now int64) {
 	}
 	if len(leftover) > 0 {
 		l.feed(c, leftover, now)
+		if c.rs.paused {
+			// Inflating, or the receive queue filled up: continue later.
+			l.pending = append(l.pending, c)
+		}
 	}
 }
 
@@ -243,51 +297,69 @@ func (l *loop) close(c *Conn) {
 	c.finish()
 }
 
+// resume continues a connection that paused: an inflation in progress, a
+// receive queue that has room again, or output that drained.
 func (l *loop) resume(c *Conn, now int64) {
-	if c.fd < 0 || c.fd >= len(l.conns) || l.conns[c.fd] != c || !c.rs.paused {
+	c.mu.Lock()
+	c.corked = true
+	c.mu.Unlock()
+	ok := c.tryResume(now)
+	stuck := l.uncork(c)
+	if c.rs.inflating != nil {
+		l.pending = append(l.pending, c)
 		return
 	}
-	if c.rq.isPaused() {
-		return
+	if ok && !stuck {
+		l.read(c, now, true)
 	}
-	c.rs.paused = false
-	if len(c.rs.stash) > 0 {
-		stash := c.rs.stash
-		l.feed(c, stash, now)
-		if c.rs.paused {
-			return
-		}
-	}
-	l.read(c, now, true)
 }
 
 // feed parses input with writes corked, so that every reply produced while
-// handling one read goes out in one system call.
-func (l *loop) feed(c *Conn, p []byte, now int64) {
-	c.lastRecv.Store(now)
+// handling one read goes out in one system call. It reports whether the
+// connection's output is stuck, in which case reading must wait.
+func (l *loop) feed(c *Conn, p []byte, now int64) bool {
 	c.mu.Lock()
 	c.corked = true
 	c.mu.Unlock()
 	c.feed(p, now)
+	return l.uncork(c)
+}
+
+// uncork flushes what the input produced and reports whether the output
+// is stuck.
+func (l *loop) uncork(c *Conn) bool {
 	c.mu.Lock()
 	c.corked = false
 	c.flushLocked(false)
+	stuck := c.outStuck
 	c.mu.Unlock()
+	c.budgetCheck()
+	return stuck
 }
 
 // read drains the socket (edge-triggered), a bounded number of reads at a
 // time so that one busy peer cannot starve the others. A short read means
 // the socket is empty unless the peer's FIN may already be waiting behind
-// the data (drain): then it reads on until EAGAIN or EOF.
+// the data (drain): then it reads on until EAGAIN or EOF. Reading stops
+// while the connection is paused or its output is stuck; whoever unpauses
+// it (Read making room, the socket draining) posts a resume.
 func (l *loop) read(c *Conn, now int64, drain bool) {
 	fd := c.fd
 	for i := 0; i < readsPerEvent; i++ {
 		if c.rs.paused {
+			if c.rs.inflating != nil {
+				l.pending = append(l.pending, c)
+			}
 			return
 		}
 		n, err := rawRead(fd, l.buf)
 		if n > 0 {
-			l.feed(c, l.buf[:n], now)
+			if l.feed(c, l.buf[:n], now) {
+				return // resumed by advanceLocked when the output drains
+			}
+			if c.rs.paused {
+				continue // the check above decides
+			}
 			if n < len(l.buf) && !drain {
 				return
 			}
@@ -312,11 +384,14 @@ func (l *loop) read(c *Conn, now int64, drain bool) {
 	l.pending = append(l.pending, c)
 }
 
-// takeFD moves a TCP or Unix socket out of the Go runtime's poller into a
-// descriptor of our own, in non-blocking mode. nc is closed on success.
-// It costs three system calls (dup, the runtime's epoll_ctl and close of
-// the original) plus our loop's epoll_ctl.
-func takeFD(nc net.Conn) (int, bool) {
+// dupFD gives a TCP or Unix socket a descriptor of its own, to move it out
+// of the Go runtime's poller into an event loop; ok is false for other
+// connections (TLS, pipes), which keep the reader-goroutine transport. The
+// duplicate shares the open file description, which the runtime already
+// made non-blocking, so no fcntl is needed. Closing nc afterwards (run
+// does) costs the runtime's epoll_ctl and close; the loop adds its own
+// epoll_ctl.
+func dupFD(nc net.Conn) (fd int, ok bool, err error) {
 	var raw interface {
 		SyscallConn() (syscall.RawConn, error)
 	}
@@ -326,25 +401,28 @@ func takeFD(nc net.Conn) (int, bool) {
 	case *net.UnixConn:
 		raw = t
 	default:
-		return -1, false
+		return -1, false, nil
 	}
 	rc, err := raw.SyscallConn()
 	if err != nil {
-		return -1, false
+		return -1, false, nil
 	}
 	nfd := -1
 	var derr error
 	err = rc.Control(func(fd uintptr) {
 		nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
 	})
-	if err != nil || derr != nil {
-		return -1, false
+	if err != nil {
+		return -1, false, nil
 	}
-	// No fcntl for O_NONBLOCK: the duplicate shares the open file
-	// description, which the Go runtime already made non-blocking.
-	nc.Close()
-	return nfd, true
+	if derr != nil {
+		return -1, false, fmt.Errorf("dup: %w", derr)
+	}
+	return nfd, true, nil
 }
+
+// closeFD closes a descriptor from dupFD that never reached a loop.
+func closeFD(fd int) { unix.Close(fd) }
 
 // shutdownWrite sends FIN after what was written.
 func shutdownWrite(fd int) { unix.Shutdown(fd, unix.SHUT_WR) }
@@ -387,13 +465,15 @@ func writev2(fd int, a, b []byte) (int, error) {
 
 // flushFDLocked writes queued bytes without blocking; what does not fit
 // waits for EPOLLOUT.
-func (c *Conn) flushFDLocked() {
+func (c *Conn) flushFDLocked() (int, error) {
+	total := 0
 	for c.outOff < len(c.out) {
 		n, err := rawWrite(c.fd, c.out[c.outOff:])
 		if n > 0 {
+			total += n
 			c.advanceLocked(n)
-			if c.closed {
-				return
+			if c.phase >= phaseDown {
+				return total, nil
 			}
 			continue
 		}
@@ -401,11 +481,12 @@ func (c *Conn) flushFDLocked() {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN, nil:
-			return
+			return total, nil
 		}
 		c.abortLocked(err)
-		return
+		return total, err
 	}
+	return total, nil
 }
 
 // The descriptors of the loops are non-blocking, so their reads and writes

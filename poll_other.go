@@ -9,8 +9,9 @@ import "net"
 type loop struct{}
 
 func (l *loop) post(task)                      {}
-func startLoops() []*loop                      { return nil }
-func takeFD(net.Conn) (int, bool)              { return -1, false }
+func startLoops() ([]*loop, error)             { return nil, nil }
+func dupFD(net.Conn) (int, bool, error)        { return -1, false, nil }
+func closeFD(int)                              {}
 func writev2(int, []byte, []byte) (int, error) { return 0, nil }
-func (c *Conn) flushFDLocked()                 {}
+func (c *Conn) flushFDLocked() (int, error)    { return 0, nil }
 func shutdownWrite(int)                        {}

@@ -32,13 +32,29 @@ type readState struct {
 
 	ctrl []byte // a control frame's payload split across reads; nil otherwise
 
+	progress  int       // payload bytes since the last sign of life counted
+	inflating *inflater // a compressed message being inflated, step by step
+
 	discard bool   // failed: parse frames, act only on close
 	stopped bool   // the peer's close arrived: ignore all input
-	paused  bool   // the receive queue is full: keep input in stash
+	paused  bool   // the receive queue is full or a message is inflating: keep input in stash
 	stash   []byte // input not yet parsed while paused
 }
 
+// progressMark is how many payload bytes count as a sign of life when no
+// frame begins: a peer sending one big frame stays alive at a reasonable
+// rate, one dripping a byte at a time does not.
+const progressMark = 64 << 10
+
+// inflateStep bounds how many bytes an event loop inflates for one
+// connection before it serves the others.
+const inflateStep = 256 << 10
+
 func (rs *readState) release() {
+	if rs.inflating != nil {
+		rs.inflating.close()
+		rs.inflating = nil
+	}
 	rs.msg = nil
 	rs.stash = nil
 }
@@ -74,7 +90,7 @@ func (c *Conn) feed(p []byte, now int64) {
 				h = rs.hdr[:hl]
 				rs.hdrN = 0
 			}
-			if !c.beginFrame(h) {
+			if !c.beginFrame(h, now) {
 				return // the rest of the input is ignored
 			}
 			if rs.remain == 0 {
@@ -96,20 +112,59 @@ func (c *Conn) feed(p []byte, now int64) {
 		if rs.remain == 0 {
 			rs.inFrame = false
 		}
+		if rs.progress += n; rs.progress >= progressMark {
+			rs.progress = 0
+			c.lastRecv.Store(now)
+		}
 		c.payload(chunk, now)
 	}
 	// Keep what was not parsed (p may itself be the stash: append copies
 	// with memmove semantics).
 	if rs.paused {
+		old := cap(rs.stash)
 		rs.stash = append(rs.stash[:0], p...)
+		c.charge(int64(cap(rs.stash) - old))
 	} else {
 		rs.stash = rs.stash[:0]
 	}
 }
 
-// beginFrame validates a frame header and sets up reading its payload.
-func (c *Conn) beginFrame(h []byte) bool {
+// tryResume continues parsing after a pause: it finishes an inflation and
+// parses the input kept meanwhile. It reports whether the socket may be
+// read again.
+func (c *Conn) tryResume(now int64) bool {
 	rs := &c.rs
+	if !rs.paused {
+		return true
+	}
+	if rs.inflating != nil {
+		if !c.continueInflate() || rs.paused {
+			return false
+		}
+	} else if c.rq != nil && c.rq.isPaused() {
+		return false
+	}
+	rs.paused = false
+	if len(rs.stash) > 0 {
+		c.feed(rs.stash, now)
+		if rs.paused {
+			return false
+		}
+	}
+	if cap(rs.stash) > 0 {
+		c.charge(-int64(cap(rs.stash)))
+		rs.stash = nil
+	}
+	return true
+}
+
+// beginFrame validates a frame header and sets up reading its payload.
+// Every frame that begins is a sign of life: keepalive counts frames, not
+// bytes.
+func (c *Conn) beginFrame(h []byte, now int64) bool {
+	rs := &c.rs
+	c.lastRecv.Store(now)
+	rs.progress = 0
 	b0, b1 := h[0], h[1]
 	fin := b0&finBit != 0
 	rsv1 := b0&rsv1Bit != 0
@@ -188,11 +243,12 @@ func (c *Conn) beginFrame(h []byte) bool {
 		}
 		rs.msgOp, rs.msgDeflate, rs.msgSize = op, rsv1, 0
 		rs.utf8.reset()
+		c.msgStart.Store(now)
 	default:
 		return c.ignoreFrame(StatusProtocolError, "reserved opcode")
 	}
 	rs.msgSize += n
-	if lim := c.cfg.readLimit; lim >= 0 && rs.msgSize > lim {
+	if lim := c.readLimit.Load(); lim >= 0 && rs.msgSize > lim {
 		return c.ignoreFrame(StatusMessageTooBig, "message too big")
 	}
 	return true
@@ -248,32 +304,23 @@ func (c *Conn) payload(chunk []byte, now int64) {
 		}
 		op := rs.msgOp
 		rs.msgOp = 0
+		c.msgStart.Store(0)
 		c.deliver(MessageType(op), chunk, false)
 		return
 	}
+	old := cap(rs.msg)
 	rs.msg = append(rs.msg, chunk...)
+	c.charge(int64(cap(rs.msg) - old))
 	if !done || !rs.fin {
 		return
 	}
 	op := rs.msgOp
 	rs.msgOp = 0
+	c.msgStart.Store(0)
 	msg := rs.msg
 	if rs.msgDeflate {
-		out, err := c.deflate.decompress(msg, c.cfg.readLimit)
-		rs.msg = msg[:0]
-		if err != nil {
-			if err == errInflateTooBig {
-				c.failTooBig()
-			} else {
-				c.fail(StatusInvalidFramePayloadData, "invalid compressed data")
-			}
-			return
-		}
-		if op == opText && !utf8.Valid(out) {
-			c.fail(StatusInvalidFramePayloadData, "invalid UTF-8")
-			return
-		}
-		c.deliver(MessageType(op), out, true)
+		rs.inflating = c.deflate.startInflate(msg, op, c.readLimit.Load())
+		c.continueInflate()
 		return
 	}
 	if text && !rs.utf8.complete() {
@@ -283,15 +330,63 @@ func (c *Conn) payload(chunk []byte, now int64) {
 	if c.rq != nil {
 		// The queue takes the buffer over.
 		rs.msg = nil
+		c.charge(-int64(cap(msg)))
 		c.deliver(MessageType(op), msg, true)
 		return
 	}
 	c.deliver(MessageType(op), msg, false)
+	c.keepMsgBuffer(msg)
+}
+
+// keepMsgBuffer keeps a reassembly buffer for the next message unless it
+// grew large.
+func (c *Conn) keepMsgBuffer(msg []byte) {
 	if cap(msg) > 64<<10 {
-		rs.msg = nil
+		c.charge(-int64(cap(msg)))
+		c.rs.msg = nil
 	} else {
-		rs.msg = msg[:0]
+		c.rs.msg = msg[:0]
 	}
+}
+
+// continueInflate inflates more of the current compressed message: at most
+// inflateStep bytes on an event loop, where other connections wait their
+// turn, and all of it on a reader goroutine. It delivers the message when
+// it is complete, and otherwise pauses parsing until the loop comes back.
+// It reports whether the message is done.
+func (c *Conn) continueInflate() bool {
+	rs := &c.rs
+	in := rs.inflating
+	step := -1
+	if c.fd >= 0 {
+		step = inflateStep
+	}
+	done, err := in.step(c, step)
+	if !done {
+		rs.paused = true
+		return false
+	}
+	rs.inflating = nil
+	rs.paused = false
+	out := in.out
+	in.close()
+	c.charge(-int64(cap(out)))
+	c.keepMsgBuffer(rs.msg)
+	if err != nil {
+		if err == errInflateTooBig {
+			c.failTooBig()
+		} else {
+			c.fail(StatusInvalidFramePayloadData, "invalid compressed data")
+		}
+		return true
+	}
+	if in.op == opText && !utf8.Valid(out) {
+		c.fail(StatusInvalidFramePayloadData, "invalid UTF-8")
+		return true
+	}
+	c.deflate.remember(c, out)
+	c.deliver(MessageType(in.op), out, true)
+	return true
 }
 
 // deliver hands a complete message to OnMessage or the receive queue. owned
@@ -317,10 +412,7 @@ func (c *Conn) deliver(typ MessageType, data []byte, owned bool) {
 func (c *Conn) callOnMessage(typ MessageType, data []byte) {
 	defer func() {
 		if r := recover(); r != nil {
-			c.rs.discard = true
-			c.mu.Lock()
-			c.failLocked(StatusInternalError, fmt.Errorf("%w: %v", ErrHandlerPanic, r), "internal error")
-			c.mu.Unlock()
+			c.handlerPanicked("OnMessage", r)
 		}
 	}()
 	c.cfg.OnMessage(c, typ, data)
@@ -335,8 +427,8 @@ func (c *Conn) control(p []byte, now int64) {
 			return
 		}
 		c.mu.Lock()
-		if !c.closeSent && !c.closed {
-			c.sendControlLocked(opPong, p, true)
+		if c.phase == phaseOpen {
+			c.sendPongLocked(p, true)
 		}
 		c.mu.Unlock()
 	case opPong:
@@ -376,14 +468,11 @@ func (c *Conn) onClose(p []byte) {
 	if c.cause == nil {
 		c.cause = &CloseError{Code: code, Reason: reason, Remote: true}
 	}
-	if c.closed {
-		return
-	}
-	if !c.closeSent {
-		c.sendCloseLocked(code, "", true)
-		return
-	}
-	if c.closeWritten {
+	switch {
+	case c.phase >= phaseDown:
+	case c.phase == phaseOpen:
+		c.startCloseLocked(code, "")
+	case c.closeWritten:
 		c.handshakeDoneLocked()
 	}
 }
@@ -402,7 +491,11 @@ func (c *Conn) fail(code StatusCode, reason string) {
 	rs := &c.rs
 	rs.discard = true
 	rs.msgOp = 0
-	rs.msg = nil
+	c.msgStart.Store(0)
+	if cap(rs.msg) > 0 {
+		c.charge(-int64(cap(rs.msg)))
+		rs.msg = nil
+	}
 	c.mu.Lock()
 	c.failLocked(code, err, reason)
 	c.mu.Unlock()
@@ -423,7 +516,7 @@ func (c *Conn) shutdown() {
 func (c *Conn) onEOF() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.cause == nil && !(c.closeRecv && c.closeSent) {
+	if c.cause == nil && !(c.closeRecv && c.phase >= phaseClosing) {
 		c.cause = &CloseError{Code: StatusAbnormalClosure, Err: errEOF}
 	}
 	c.shutdownLocked()

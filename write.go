@@ -1,0 +1,442 @@
+package wsgate
+
+import (
+	"context"
+	"fmt"
+	"time"
+	"unicode/utf8"
+)
+
+// compressMax is the largest message Write compresses. Compressing costs
+// CPU on the writing goroutine, often an event loop shared with other
+// connections, so larger messages go out uncompressed (permessage-deflate
+// decides per message).
+const compressMax = 1 << 20
+
+// Write sends a message of type typ. Text must be valid UTF-8. p may be
+// reused as soon as Write returns.
+//
+// Write returns nil once the message is written to the socket or queued
+// behind earlier ones. It fails with an error matching ErrClosed once the
+// connection is closing, or when the connection failed before the message
+// could be written; what happens when the send queue is full depends on
+// Options.SendQueuePolicy. ctx only matters when Write has to wait: for
+// PolicyBlock, or while a Writer streams another message.
+//
+// On event-loop connections Write never blocks on the network. On
+// connections served by a reader goroutine (TLS, Wrap, platforms without
+// epoll) the writing goroutine writes to the socket itself and may block
+// until the peer reads, at most WriteTimeout.
+func (c *Conn) Write(ctx context.Context, typ MessageType, p []byte) error {
+	switch typ {
+	case TextMessage:
+		if !utf8.Valid(p) {
+			return fmt.Errorf("wsgate: write: %w", ErrInvalidUTF8)
+		}
+	case BinaryMessage:
+	default:
+		return fmt.Errorf("wsgate: write: invalid message type %d", int(typ))
+	}
+	n := len(p)
+	if c.deflate != nil && n <= compressMax {
+		buf := getBuffer()
+		defer putBuffer(buf)
+		*buf = c.deflate.compress((*buf)[:0], p)
+		return c.write(ctx, byte(typ), true, *buf, nil, n)
+	}
+	return c.write(ctx, byte(typ), false, p, nil, n)
+}
+
+// writeFrame queues an encoded, unmasked frame (server side only).
+func (c *Conn) writeFrame(ctx context.Context, op byte, frame []byte, size int) error {
+	return c.write(ctx, op, false, nil, frame, size)
+}
+
+// write sends one data message, given either as a payload p to encode or
+// as a whole encoded frame. size is the payload's size before compression.
+func (c *Conn) write(ctx context.Context, op byte, rsv1 bool, p, frame []byte, size int) error {
+	c.mu.Lock()
+	if err := c.waitRoomLocked(ctx, size, nil); err != nil {
+		return err // waitRoomLocked unlocked
+	}
+	c.msgsOut.Add(1)
+	c.bytesOut.Add(uint64(size))
+	if c.server && c.fd >= 0 && c.outOff == len(c.out) && !c.corked {
+		err := c.writeDirectLocked(op, rsv1, p, frame, size)
+		c.mu.Unlock()
+		c.budgetCheck()
+		return err
+	}
+	if frame != nil {
+		c.appendEncodedLocked(op, frame, size)
+	} else {
+		c.appendFrameLocked(true, rsv1, op, p, size, false)
+	}
+	pending := len(c.out) - c.outOff
+	n, err := c.flushLocked(true)
+	if err != nil && n < pending {
+		err = &closedErr{op: "write", cause: c.cause}
+	} else {
+		err = nil
+	}
+	c.mu.Unlock()
+	c.budgetCheck()
+	return err
+}
+
+// writeDirectLocked writes a message straight from the caller's buffer
+// when nothing is queued: no copy, no goroutine. What the socket does not
+// take is queued and goes out when the loop sees the socket drain.
+func (c *Conn) writeDirectLocked(op byte, rsv1 bool, p, frame []byte, size int) error {
+	var n, h int
+	var err error
+	if frame != nil {
+		n, err = writev2(c.fd, frame, nil)
+		p = frame
+	} else {
+		h = putHeader(c.hdr[:], true, rsv1, op, len(p), false, 0)
+		n, err = writev2(c.fd, c.hdr[:h], p)
+	}
+	if n == h+len(p) {
+		return nil
+	}
+	if err != nil {
+		c.abortLocked(err)
+		return &closedErr{op: "write", cause: c.cause}
+	}
+	c.lastProgress = nanotime()
+	c.growOutLocked(h + len(p) - n)
+	start := len(c.out)
+	if n < h {
+		c.out = append(c.out, c.hdr[n:h]...)
+		c.out = append(c.out, p...)
+	} else {
+		c.out = append(c.out, p[n-h:]...)
+	}
+	c.qMsgs++
+	c.qBytes += size
+	// The frame's start lies before out: it is partly written.
+	c.marks = append(c.marks, qmark{start: start - n, end: len(c.out), size: size, op: op})
+	c.outBacklogLocked()
+	return nil
+}
+
+// waitRoomLocked waits until a data frame of size bytes may be queued,
+// applying the send queue policy. owner is the streaming writer the frame
+// belongs to, nil for a whole message. On error it returns with c.mu
+// unlocked; on success c.mu is still held.
+func (c *Conn) waitRoomLocked(ctx context.Context, size int, owner *messageWriter) error {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	wait := func(ch <-chan struct{}) error {
+		c.mu.Unlock()
+		if timer == nil {
+			timer = time.NewTimer(c.cfg.WriteTimeout)
+		}
+		select {
+		case <-ch:
+		case <-c.Done():
+		case <-ctx.Done():
+			return fmt.Errorf("wsgate: write: %w: %w", ErrQueueFull, ctx.Err())
+		case <-timer.C:
+			return fmt.Errorf("wsgate: write: %w: no room within %v", ErrQueueFull, c.cfg.WriteTimeout)
+		}
+		c.mu.Lock()
+		return nil
+	}
+	for {
+		if c.phase != phaseOpen {
+			err := &closedErr{op: "write", cause: c.cause}
+			c.mu.Unlock()
+			return err
+		}
+		if x := c.ext; x != nil && x.stream != nil && x.stream != owner {
+			// Another goroutine streams a message: frames of two messages
+			// must not interleave.
+			if err := wait(x.streamFree); err != nil {
+				return err
+			}
+			continue
+		}
+		if c.qMsgs < c.cfg.SendQueueMessages && (c.qMsgs == 0 || c.qBytes+size <= c.cfg.SendQueueBytes) {
+			return nil
+		}
+		policy := c.cfg.SendQueuePolicy
+		if owner != nil && policy != PolicyClose {
+			// Part of a message is out already: it cannot be dropped, so a
+			// stream waits for room.
+			policy = PolicyBlock
+		}
+		switch policy {
+		case PolicyDropNewest:
+			c.mu.Unlock()
+			c.dropped.Add(1)
+			return fmt.Errorf("wsgate: write: %w", ErrQueueFull)
+		case PolicyDropOldest:
+			if c.dropOldestLocked() {
+				continue
+			}
+			// Everything queued is already going out: accept this one
+			// over the bound rather than lose it.
+			return nil
+		case PolicyBlock:
+			if err := wait(c.spaceChLocked()); err != nil {
+				return err
+			}
+		default: // PolicyClose
+			c.failLocked(StatusPolicyViolation, ErrSlowConsumer, "slow consumer")
+			err := &closedErr{op: "write", cause: c.cause}
+			c.mu.Unlock()
+			return err
+		}
+	}
+}
+
+// growOutLocked makes room for n more bytes in out, charging the budget
+// for what it allocates.
+func (c *Conn) growOutLocked(n int) {
+	if len(c.out)+n <= cap(c.out) {
+		return
+	}
+	if c.outOff > 0 && c.inflight == 0 {
+		// Reuse the space of what was written.
+		k := copy(c.out, c.out[c.outOff:])
+		c.out = c.out[:k]
+		for i := range c.marks {
+			c.marks[i].start -= c.outOff // negative for a frame partly written
+			c.marks[i].end -= c.outOff
+		}
+		c.outOff = 0
+		if len(c.out)+n <= cap(c.out) {
+			return
+		}
+	}
+	old := c.out
+	need := len(old) + n
+	var nb []byte
+	if len(old) == 0 {
+		nb = getOut(need)
+	} else {
+		nb = make([]byte, len(old), max(need, 2*cap(old)))
+		copy(nb, old)
+	}
+	if c.inflight == 0 {
+		putOut(old)
+	}
+	// A reader goroutine may still be writing from old: it only reads it,
+	// and advanceLocked works on offsets, which stay valid in nb.
+	c.out = nb
+	c.charge(int64(cap(nb) - cap(old)))
+}
+
+// appendFrameLocked encodes a frame at the end of out. size is the payload's
+// size for accounting, -1 for control frames.
+func (c *Conn) appendFrameLocked(fin, rsv1 bool, op byte, p []byte, size int, frag bool) {
+	var key uint32
+	masked := !c.server
+	if masked {
+		key = maskKey()
+	}
+	var hb [maxHeaderLen]byte
+	h := putHeader(hb[:], fin, rsv1, op, len(p), masked, key)
+	c.growOutLocked(h + len(p))
+	if c.outOff == len(c.out) {
+		c.lastProgress = nanotime()
+	}
+	start := len(c.out)
+	c.out = append(c.out, hb[:h]...)
+	c.out = append(c.out, p...)
+	if masked {
+		maskBytes(key, 0, c.out[start+h:])
+	}
+	if size >= 0 {
+		c.qMsgs++
+		c.qBytes += size
+	}
+	c.marks = append(c.marks, qmark{start: start, end: len(c.out), size: size, op: op, frag: frag})
+	c.outBacklogLocked()
+}
+
+// appendEncodedLocked queues an encoded frame of a data message.
+func (c *Conn) appendEncodedLocked(op byte, frame []byte, size int) {
+	c.growOutLocked(len(frame))
+	if c.outOff == len(c.out) {
+		c.lastProgress = nanotime()
+	}
+	start := len(c.out)
+	c.out = append(c.out, frame...)
+	c.qMsgs++
+	c.qBytes += size
+	c.marks = append(c.marks, qmark{start: start, end: len(c.out), size: size, op: op})
+	c.outBacklogLocked()
+}
+
+// outPauseBytes is how much unsent output makes an event loop stop reading
+// a server connection: a client that does not read what it provokes
+// (echoes, pongs, replies) is not read either, so its output stays
+// bounded. Clients keep reading whatever they write: if both ends of a
+// connection stopped reading while their output was stuck, each would wait
+// for the other forever.
+func (c *Conn) outPauseBytes() int { return min(c.cfg.SendQueueBytes, 256<<10) }
+
+// outBacklogLocked notes when a server connection's unsent output crosses
+// the pause mark.
+func (c *Conn) outBacklogLocked() {
+	if c.server && !c.outStuck && len(c.out)-c.outOff >= c.outPauseBytes() {
+		c.outStuck = true
+	}
+}
+
+// advanceLocked records that n more bytes of out were written.
+func (c *Conn) advanceLocked(n int) {
+	if n <= 0 {
+		return
+	}
+	c.outOff += n
+	c.lastProgress = nanotime()
+	freed := false
+	i := 0
+	for ; i < len(c.marks) && c.marks[i].end <= c.outOff; i++ {
+		m := c.marks[i]
+		if m.size >= 0 {
+			c.qMsgs--
+			c.qBytes -= m.size
+			freed = true
+		} else if m.op == opClose {
+			c.closeWritten = true
+		}
+	}
+	if i > 0 {
+		c.marks = c.marks[:copy(c.marks, c.marks[i:])]
+	}
+	if c.outOff == len(c.out) && c.inflight == 0 {
+		c.releaseOutLocked()
+		if cap(c.marks) > 64 {
+			c.marks = nil
+		}
+	}
+	if c.outStuck && len(c.out)-c.outOff < c.outPauseBytes()/2 {
+		c.outStuck = false
+		if c.fd >= 0 && c.phase < phaseDown {
+			c.loop.post(task{c: c, kind: taskResume})
+		}
+	}
+	if freed && c.spaceCh != nil {
+		close(c.spaceCh)
+		c.spaceCh = nil
+	}
+	if c.closeWritten && c.phase < phaseDown {
+		if c.closeRecv {
+			c.handshakeDoneLocked()
+		} else if c.failed && !c.halfClosed {
+			c.halfCloseLocked()
+		}
+	}
+}
+
+// releaseOutLocked gives the drained send buffer back.
+func (c *Conn) releaseOutLocked() {
+	if c.out == nil {
+		return
+	}
+	c.charge(-int64(cap(c.out)))
+	putOut(c.out)
+	c.out, c.outOff = nil, 0
+}
+
+// removeUnsentLocked removes the first (oldest) or last queued frame that
+// matches and has not started to go out. It reports whether it removed one.
+func (c *Conn) removeUnsentLocked(match func(qmark) bool, last bool) bool {
+	found := -1
+	for i, m := range c.marks {
+		if m.start >= c.outOff && m.start >= c.inflight && match(m) {
+			found = i
+			if !last {
+				break
+			}
+		}
+	}
+	if found < 0 {
+		return false
+	}
+	m := c.marks[found]
+	n := m.end - m.start
+	copy(c.out[m.start:], c.out[m.end:])
+	c.out = c.out[:len(c.out)-n]
+	for j := found + 1; j < len(c.marks); j++ {
+		c.marks[j].start -= n
+		c.marks[j].end -= n
+	}
+	c.marks = append(c.marks[:found], c.marks[found+1:]...)
+	if m.size >= 0 {
+		c.qMsgs--
+		c.qBytes -= m.size
+	}
+	return true
+}
+
+// dropOldestLocked discards the oldest queued whole data message that has
+// not started to go out. It reports false when there is none.
+func (c *Conn) dropOldestLocked() bool {
+	if c.removeUnsentLocked(func(m qmark) bool { return m.size >= 0 && !m.frag }, false) {
+		c.dropped.Add(1)
+		return true
+	}
+	return false
+}
+
+func (c *Conn) spaceChLocked() chan struct{} {
+	if c.spaceCh == nil {
+		c.spaceCh = make(chan struct{})
+	}
+	return c.spaceCh
+}
+
+// sendControlLocked queues a control frame and flushes. mayBlock is false
+// for callers that must never wait on the network.
+func (c *Conn) sendControlLocked(op byte, payload []byte, mayBlock bool) {
+	c.appendFrameLocked(true, false, op, payload, -1, false)
+	c.flushLocked(mayBlock)
+}
+
+// sendPongLocked answers a ping. While the output is stuck, only the most
+// recent ping gets an answer (RFC 6455 section 5.5.3 allows it): a pong
+// still waiting in the queue is replaced, so a peer that floods pings
+// without reading costs one pong.
+func (c *Conn) sendPongLocked(payload []byte, mayBlock bool) {
+	if c.outStuck {
+		c.removeUnsentLocked(func(m qmark) bool { return m.op == opPong }, true)
+	}
+	c.sendControlLocked(opPong, payload, mayBlock)
+}
+
+// flushLocked pushes queued bytes to the transport. It returns how many
+// bytes it wrote and the error that stopped it, if any; writing that
+// continues elsewhere (on the loop when the socket drains, or on another
+// goroutine) is not counted.
+func (c *Conn) flushLocked(mayBlock bool) (int, error) {
+	if c.phase >= phaseDown || c.corked || c.outOff == len(c.out) {
+		return 0, nil
+	}
+	if c.fd >= 0 {
+		return c.flushFDLocked()
+	}
+	if c.writing {
+		return 0, nil // the goroutine writing now picks the new bytes up
+	}
+	if !mayBlock {
+		c.writing = true
+		go func() {
+			c.mu.Lock()
+			c.writing = false
+			c.flushNetLocked()
+			c.mu.Unlock()
+		}()
+		return 0, nil
+	}
+	return c.flushNetLocked()
+}
