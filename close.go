@@ -199,6 +199,7 @@ func (c *Conn) shutdownLocked() {
 // finish runs once, on the goroutine that owned the transport, after it was
 // closed.
 func (c *Conn) finish() {
+	c.rs.release()
 	c.mu.Lock()
 	c.phase = phaseFinished
 	if c.inflight == 0 {
@@ -208,6 +209,7 @@ func (c *Conn) finish() {
 	c.qMsgs, c.qBytes = 0, 0
 	c.outStuck = false
 	err := c.cause
+	c.budgetRelease() // before Done: whoever waits sees everything given back
 	if c.done != nil {
 		close(c.done)
 	}
@@ -219,8 +221,6 @@ func (c *Conn) finish() {
 		}
 	}
 	c.mu.Unlock()
-	c.rs.release()
-	c.budgetRelease()
 	if c.cfg.OnClose != nil {
 		c.callOnClose(err)
 	}

@@ -168,7 +168,7 @@ func BenchmarkUTF8Validator(b *testing.B) {
 // BenchmarkParse measures the frame parser on a stream of 1 KiB masked
 // text messages delivered to a no-op handler.
 func BenchmarkParse(b *testing.B) {
-	c := &Conn{server: true, cfg: newConfig(&Options{OnMessage: func(*Conn, MessageType, []byte) {}}).conn()}
+	c := parseOnlyConn(&Options{OnMessage: func(*Conn, MessageType, []byte) {}})
 	payload := bytes.Repeat([]byte("a"), 1024)
 	var frame []byte
 	var hb [maxHeaderLen]byte
@@ -184,5 +184,56 @@ func BenchmarkParse(b *testing.B) {
 	for b.Loop() {
 		copy(work, frame)
 		c.feed(work, 0)
+	}
+}
+
+// parseOnlyConn returns a server Conn with no transport, for tests that
+// feed input and never write.
+func parseOnlyConn(opts *Options) *Conn {
+	cfg := newConfig(opts)
+	c := &Conn{server: true, cfg: cfg.conn(), fd: -1, budget: cfg.Budget}
+	c.readLimit.Store(cfg.readLimit)
+	return c
+}
+
+// On an event loop a large compressed message is inflated a step at a
+// time: after one step the connection pauses, keeping the rest of its input,
+// and the loop serves other connections before it continues.
+func TestInflateInSteps(t *testing.T) {
+	var got [][]byte
+	c := parseOnlyConn(&Options{ReadLimit: 8 << 20, OnMessage: func(_ *Conn, _ MessageType, p []byte) {
+		got = append(got, append([]byte(nil), p...))
+	}})
+	c.fd = 1 << 20 // an event-loop connection; nothing is written in this test
+	c.deflate = &deflater{}
+	msg := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB: four steps
+	z := (&deflater{}).compress(nil, msg)
+	var in []byte
+	var hb [maxHeaderLen]byte
+	h := putHeader(hb[:], true, true, opBinary, len(z), true, 0x01020304)
+	in = append(in, hb[:h]...)
+	start := len(in)
+	in = append(in, z...)
+	maskBytes(0x01020304, 0, in[start:])
+	h = putHeader(hb[:], true, false, opText, 5, true, 0)
+	in = append(in, hb[:h]...)
+	in = append(in, "after"...)
+
+	c.feed(in, 1)
+	if len(got) != 0 || c.rs.inflating == nil || !c.rs.paused || len(c.rs.stash) != h+5 {
+		t.Fatalf("after one step: %d messages, inflating %v, paused %v, %d bytes kept", len(got), c.rs.inflating != nil, c.rs.paused, len(c.rs.stash))
+	}
+	steps := 1
+	for !c.tryResume(1) {
+		steps++
+		if steps > 10 {
+			t.Fatal("the inflation never ends")
+		}
+	}
+	if steps != 4 {
+		t.Errorf("%d steps for 1 MiB, want 4 of %d KiB", steps, inflateStep>>10)
+	}
+	if len(got) != 2 || !bytes.Equal(got[0], msg) || string(got[1]) != "after" {
+		t.Fatalf("got %d messages", len(got))
 	}
 }
