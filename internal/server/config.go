@@ -10,7 +10,8 @@ import (
 	"github.com/wsgate/wsgate"
 )
 
-// Defaults for the zero values of Config.
+// Defaults for the zero values of Config. Why each HTTP limit has its
+// value is told in docs/server.md ("HTTP limits").
 const (
 	DefaultAddr             = "0.0.0.0:5555"
 	DefaultHeartbeat        = time.Second
@@ -18,7 +19,17 @@ const (
 	DefaultMaxMessageSize   = 16 << 20
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultShutdownTimeout  = 10 * time.Second
+	DefaultReadTimeout      = 15 * time.Second
+	DefaultWriteTimeout     = 15 * time.Second
+	DefaultIdleTimeout      = 60 * time.Second
+	DefaultMaxHeaderBytes   = 32 << 10
+	DefaultMaxHTTPConns     = 1024
 )
+
+// MaxMaxHeaderBytes is the largest MaxHeaderBytes a Config may set: 64 KiB.
+// Larger headers cost memory on every connection that sends them and no
+// browser needs them.
+const MaxMaxHeaderBytes = 64 << 10
 
 // HeartbeatMessage is the text message the server sends on every connection
 // once per Config.Heartbeat.
@@ -74,10 +85,91 @@ type Config struct {
 	// Compression enables permessage-deflate on /ws for clients that offer
 	// it.
 	Compression bool
+
+	// AllowedHosts lists the Host header values the server answers, on
+	// every route; a request for another host gets 421 (misdirected
+	// request). A pattern is a host name in path.Match syntax
+	// ("*.example.com"), an IP address ("127.0.0.1", "[::1]"), or either
+	// with a port ("app.example.com:8443", "[::1]:5555"); without a port it
+	// matches any port. Matching ignores case and a trailing dot. "*"
+	// allows every host.
+	//
+	// Empty means a default that depends on the listen address (Addr for
+	// Run, the listener's address for Serve): on a loopback address
+	// (127.0.0.0/8, ::1, localhost) only localhost, 127.0.0.1 and [::1] on
+	// any port, which defends a local server against DNS rebinding; on any
+	// other address every host, which does not. See docs/server.md.
+	AllowedHosts []string
+
+	// ReadTimeout bounds reading a whole request, headers and body, from
+	// its first byte; a client that sends slower is disconnected. Defaults
+	// to 15s, or HandshakeTimeout if that is longer. It may not be shorter
+	// than HandshakeTimeout.
+	ReadTimeout time.Duration
+
+	// WriteTimeout bounds a non-WebSocket request from the end of its
+	// headers to the end of its response; a client that does not read the
+	// answer is disconnected. Upgrade lifts it from WebSocket connections.
+	// Defaults to 15s.
+	WriteTimeout time.Duration
+
+	// IdleTimeout is how long an HTTP keep-alive connection may wait for
+	// its next request. Defaults to 60s.
+	IdleTimeout time.Duration
+
+	// MaxHeaderBytes bounds the size of a request's headers (net/http adds
+	// 4 KiB of slack); larger headers get 431. Defaults to 32 KiB, at most
+	// MaxMaxHeaderBytes (64 KiB).
+	MaxHeaderBytes int
+
+	// MaxHTTPConns bounds the HTTP connections open at once that are not
+	// (yet) WebSocket connections: page and health requests, keep-alive
+	// connections and handshakes in progress. A connection leaves this
+	// count when it is upgraded; from then on MaxConns counts it. When the
+	// limit is reached an idle keep-alive connection is closed to make
+	// room; when none is idle the new connection gets a minimal 503 and is
+	// closed at once. It applies to Serve and Run, not to Handler mounted
+	// elsewhere. Defaults to 1024; negative means no limit.
+	MaxHTTPConns int
+}
+
+// A FieldError reports an invalid Config field. Config validation returns
+// one per invalid field, joined with errors.Join.
+type FieldError struct {
+	Field  string // the Config field, e.g. "ReadTimeout"
+	Value  any    // its value
+	Reason string // what is wrong, e.g. "must be positive"
+}
+
+func (e *FieldError) Error() string {
+	return fmt.Sprintf("%s %v: %s", e.Field, e.Value, e.Reason)
+}
+
+// FieldErrors returns every *FieldError in err's tree, in order.
+func FieldErrors(err error) []*FieldError {
+	var out []*FieldError
+	var walk func(error)
+	walk = func(err error) {
+		switch e := err.(type) {
+		case nil:
+		case *FieldError:
+			out = append(out, e)
+		case interface{ Unwrap() []error }:
+			for _, inner := range e.Unwrap() {
+				walk(inner)
+			}
+		case interface{ Unwrap() error }:
+			walk(e.Unwrap())
+		}
+	}
+	walk(err)
+	return out
 }
 
 // withDefaults returns a copy of c with every zero value replaced by its
-// default, or an error naming the first invalid field.
+// default, or an error that joins a *FieldError per invalid field.
+// AllowedHosts stays empty when unset: its default depends on the address
+// served, see hostPolicyFor.
 func (c Config) withDefaults() (Config, error) {
 	if c.Addr == "" {
 		c.Addr = DefaultAddr
@@ -106,18 +198,52 @@ func (c Config) withDefaults() (Config, error) {
 	if c.PingTimeout == 0 {
 		c.PingTimeout = wsgate.DefaultPingTimeout
 	}
+	if c.ReadTimeout == 0 {
+		c.ReadTimeout = max(DefaultReadTimeout, c.HandshakeTimeout)
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if c.MaxHTTPConns == 0 {
+		c.MaxHTTPConns = DefaultMaxHTTPConns
+	}
 	var errs []error
+	bad := func(field string, value any, reason string) {
+		errs = append(errs, &FieldError{Field: field, Value: value, Reason: reason})
+	}
 	if c.MaxMessageSize < 0 {
-		errs = append(errs, fmt.Errorf("max message size %d: must be positive", c.MaxMessageSize))
+		bad("MaxMessageSize", c.MaxMessageSize, "must be positive")
 	}
-	if c.HandshakeTimeout < 0 {
-		errs = append(errs, fmt.Errorf("handshake timeout %v: must be positive", c.HandshakeTimeout))
+	for _, d := range []struct {
+		field string
+		value time.Duration
+	}{
+		{"HandshakeTimeout", c.HandshakeTimeout},
+		{"ShutdownTimeout", c.ShutdownTimeout},
+		{"PingTimeout", c.PingTimeout},
+		{"ReadTimeout", c.ReadTimeout},
+		{"WriteTimeout", c.WriteTimeout},
+		{"IdleTimeout", c.IdleTimeout},
+	} {
+		if d.value < 0 {
+			bad(d.field, d.value, "must be positive")
+		}
 	}
-	if c.ShutdownTimeout < 0 {
-		errs = append(errs, fmt.Errorf("shutdown timeout %v: must be positive", c.ShutdownTimeout))
+	if c.ReadTimeout > 0 && c.ReadTimeout < c.HandshakeTimeout {
+		bad("ReadTimeout", c.ReadTimeout, fmt.Sprintf(
+			"must not be shorter than the handshake timeout (%v): it bounds the whole request, headers included", c.HandshakeTimeout))
 	}
-	if c.PingTimeout < 0 {
-		errs = append(errs, fmt.Errorf("ping timeout %v: must be positive", c.PingTimeout))
+	switch {
+	case c.MaxHeaderBytes < 0:
+		bad("MaxHeaderBytes", c.MaxHeaderBytes, "must be positive")
+	case c.MaxHeaderBytes > MaxMaxHeaderBytes:
+		bad("MaxHeaderBytes", c.MaxHeaderBytes, fmt.Sprintf("must be at most %d (64 KiB)", MaxMaxHeaderBytes))
 	}
 	origins := make([]string, 0, len(c.AllowOrigins))
 	for _, p := range c.AllowOrigins {
@@ -126,14 +252,41 @@ func (c Config) withDefaults() (Config, error) {
 			continue
 		}
 		if _, err := path.Match(p, ""); err != nil {
-			errs = append(errs, fmt.Errorf("allowed origin pattern %q: %w", p, err))
+			bad("AllowOrigins", p, "not a valid path.Match pattern")
+		} else if strings.Contains(p, "://") {
+			bad("AllowOrigins", p, `an origin pattern is a host pattern without a scheme, e.g. "app.example.com" or "*.example.com"`)
 		}
 		origins = append(origins, p)
 	}
 	c.AllowOrigins = origins
+	hosts := make([]string, 0, len(c.AllowedHosts))
+	for _, p := range c.AllowedHosts {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		if _, err := parseHostPattern(p); err != nil {
+			bad("AllowedHosts", p, err.Error())
+		}
+		hosts = append(hosts, p)
+	}
+	c.AllowedHosts = hosts
 	if err := errors.Join(errs...); err != nil {
 		return c, fmt.Errorf("server: invalid config: %w", err)
 	}
+	return c, nil
+}
+
+// Effective returns the configuration a Server made with c runs with on
+// c.Addr: every zero value replaced by its default and AllowedHosts
+// resolved for c.Addr (["*"] when every host is allowed). It returns an
+// error joining a *FieldError per invalid field.
+func (c Config) Effective() (Config, error) {
+	c, err := c.withDefaults()
+	if err != nil {
+		return c, err
+	}
+	c.AllowedHosts = hostPolicyFor(c.AllowedHosts, c.Addr).patterns()
 	return c, nil
 }
 

@@ -7,6 +7,12 @@
 // goroutine owned by the Server walks the connection registry to send the
 // heartbeats, and the same registry serves the connection limit and the
 // shutdown.
+//
+// Every HTTP connection that is not a WebSocket is bounded in time (read,
+// write and idle timeouts), in header size and in number (MaxHTTPConns,
+// counted through http.Server.ConnState so that an upgraded connection is
+// still the *net.TCPConn wsgate takes the descriptor from), and every
+// request must name an allowed Host (the DNS-rebinding defence).
 package server
 
 import (
@@ -39,6 +45,9 @@ type Server struct {
 	wsOpts wsgate.Options // shared base; each connection gets a copy with its OnClose
 	hs     *http.Server
 	mux    *http.ServeMux
+	root   http.Handler // mux behind the Host check
+	http   *httpConns
+	hosts  atomic.Pointer[hostPolicy]
 	nextID atomic.Uint64
 
 	mu       sync.Mutex
@@ -85,17 +94,24 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		shutdownDone: make(chan struct{}),
 	}
 	s.wsOpts.OnMessage = echo
+	s.hosts.Store(hostPolicyFor(cfg.AllowedHosts, cfg.Addr))
+	s.http = newHTTPConns(cfg.MaxHTTPConns, log)
 
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("/ws", s.handleWS)
 	s.mux.HandleFunc("GET /healthz", s.handleHealthz)
 	s.mux.HandleFunc("GET /readyz", s.handleReadyz)
 	s.mux.Handle("/", pageHeaders(http.FileServerFS(web.FS)))
+	s.root = s.checkHost(s.mux)
 
 	s.hs = &http.Server{
-		Handler:           s.mux,
+		Handler:           s.root,
 		ReadHeaderTimeout: cfg.HandshakeTimeout,
-		IdleTimeout:       60 * time.Second,
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.WriteTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		ConnState:         s.http.connState,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	return s, nil
@@ -121,8 +137,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 }
 
 // Handler returns the server's HTTP handler: /ws, /healthz, /readyz and the
-// page at /.
-func (s *Server) Handler() http.Handler { return s.mux }
+// page at /, behind the Host check (Config.AllowedHosts, resolved for
+// Config.Addr). The limits on HTTP connections (timeouts, header size,
+// MaxHTTPConns) belong to the http.Server that Serve runs; mounted in a
+// server of your own, Handler has only those you set there.
+func (s *Server) Handler() http.Handler { return s.root }
 
 // Serve accepts connections on ln until ctx is cancelled or Shutdown is
 // called, then returns once the shutdown has finished: nil for a clean
@@ -139,6 +158,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.serving = true
 	s.mu.Unlock()
 
+	if len(s.cfg.AllowedHosts) == 0 {
+		// The default depends on the address actually served.
+		s.hosts.Store(hostPolicyFor(nil, ln.Addr().String()))
+	}
 	s.logStartup(ln.Addr())
 	errc := make(chan error, 1)
 	go func() { errc <- s.hs.Serve(ln) }()
@@ -164,9 +187,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 // Shutdown stops the server gracefully: /readyz and new /ws requests
 // answer 503, the listener closes (idle HTTP connections with it, while
-// in-flight HTTP requests finish), and every WebSocket connection gets a
-// close frame with 1001 (going away) after the messages already queued for
-// it. Shutdown then waits for the connections to end until ctx is done,
+// in-flight HTTP requests get up to 1s, or half the time ctx leaves if that
+// is less, to finish: a client sending a slow body is cut off then), and
+// every WebSocket connection gets a close frame with 1001 (going away)
+// after the messages already queued for it. Shutdown then waits for the connections to end until ctx is done,
 // cuts the remaining ones off with CloseNow and returns an error wrapping
 // ctx's error. Calling it again waits for the first call and returns its
 // result.
@@ -197,6 +221,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		c.CloseWithStatus(wsgate.StatusGoingAway, "server shutting down")
 	}
 	clear(open)
+	grace := httpDrainGrace
+	if left := deadlineLeft(ctx); left > 0 {
+		grace = min(grace, left/2)
+	}
+	s.http.drain(time.Now().Add(grace))
 
 	var errs []error
 	if err := s.hs.Shutdown(ctx); err != nil {
@@ -231,6 +260,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return s.shutdownErr
 }
 
+// HTTPConnCount returns the number of open HTTP connections that are not
+// WebSocket connections, as counted for Config.MaxHTTPConns.
+func (s *Server) HTTPConnCount() int { return s.http.count() }
+
 // ConnCount returns the number of open WebSocket connections.
 func (s *Server) ConnCount() int {
 	s.mu.Lock()
@@ -255,21 +288,33 @@ func deadlineLeft(ctx context.Context) time.Duration {
 }
 
 // logStartup writes the startup line and the warnings about the settings.
+// It names no secret: the lines list their fields one by one.
 func (s *Server) logStartup(addr net.Addr) {
 	c := s.cfg
+	hosts := s.hosts.Load()
 	s.log.Info("wsgate listening",
 		"addr", addr.String(),
 		"version", c.Version,
 		"heartbeat", c.Heartbeat,
 		"allow_origins", c.AllowOrigins,
+		"allowed_hosts", hosts.patterns(),
 		"max_conns", c.MaxConns,
+		"max_http_conns", c.MaxHTTPConns,
 		"max_message_size", c.MaxMessageSize,
+		"max_header_bytes", c.MaxHeaderBytes,
 		"handshake_timeout", c.HandshakeTimeout,
+		"read_timeout", c.ReadTimeout,
+		"write_timeout", c.WriteTimeout,
+		"idle_timeout", c.IdleTimeout,
 		"shutdown_timeout", c.ShutdownTimeout,
 		"ping_interval", c.PingInterval,
 		"ping_timeout", c.PingTimeout,
 		"compression", c.Compression,
 	)
+	s.log.Info("host check", "allowed_hosts", hosts.patterns(), "policy", hosts.source)
+	if hosts.any {
+		s.log.Warn("host check off: any Host header is answered, so a web page can reach this server through DNS rebinding; set -allowed-hosts when it is reachable from browsers")
+	}
 	if c.allowAllOrigins() {
 		s.log.Warn("origin check disabled: pages from any site may open WebSockets; use only without cookie or other ambient credentials")
 	}

@@ -468,11 +468,11 @@ func TestShutdownCutsOffStragglers(t *testing.T) {
 	// The shutdown is under way: readiness fails and new sockets are refused.
 	waitFor(t, "/readyz to fail", func() bool {
 		rec := httptest.NewRecorder()
-		ts.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+		ts.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, ts.httpURL()+"/readyz", nil))
 		return rec.Code == http.StatusServiceUnavailable
 	})
 	rec := httptest.NewRecorder()
-	ts.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/ws", nil))
+	ts.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, ts.httpURL()+"/ws", nil))
 	if rec.Code != http.StatusServiceUnavailable {
 		t.Errorf("/ws during shutdown = %d, want 503", rec.Code)
 	}
@@ -566,6 +566,10 @@ func TestRunErrors(t *testing.T) {
 		{"bad origin pattern", Config{Addr: "127.0.0.1:0", AllowOrigins: []string{"[a-"}}},
 		{"negative max message size", Config{Addr: "127.0.0.1:0", MaxMessageSize: -1}},
 		{"negative shutdown timeout", Config{Addr: "127.0.0.1:0", ShutdownTimeout: -time.Second}},
+		{"read timeout shorter than handshake", Config{Addr: "127.0.0.1:0", ReadTimeout: time.Second, HandshakeTimeout: 2 * time.Second}},
+		{"header limit over 64 KiB", Config{Addr: "127.0.0.1:0", MaxHeaderBytes: 64<<10 + 1}},
+		{"bad allowed host", Config{Addr: "127.0.0.1:0", AllowedHosts: []string{"a.example:x"}}},
+		{"origin with a scheme", Config{Addr: "127.0.0.1:0", AllowOrigins: []string{"https://a.example"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -588,10 +592,23 @@ func TestConfigDefaults(t *testing.T) {
 		Addr: "0.0.0.0:5555", Version: "dev", Heartbeat: time.Second, MaxConns: 10000,
 		MaxMessageSize: 16 << 20, HandshakeTimeout: 10 * time.Second, ShutdownTimeout: 10 * time.Second,
 		PingInterval: wsgate.DefaultPingInterval, PingTimeout: wsgate.DefaultPingTimeout,
-		AllowOrigins: []string{},
+		AllowOrigins: []string{}, AllowedHosts: []string{},
+		ReadTimeout: 15 * time.Second, WriteTimeout: 15 * time.Second, IdleTimeout: time.Minute,
+		MaxHeaderBytes: 32 << 10, MaxHTTPConns: 1024,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", got, want)
+	}
+	eff, err := Config{}.Effective()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want.AllowedHosts = []string{"*"}
+	if !reflect.DeepEqual(eff, want) {
+		t.Errorf("effective:\n got %+v\nwant %+v", eff, want)
+	}
+	if eff, _ := (Config{Addr: "127.0.0.1:1"}).Effective(); !reflect.DeepEqual(eff.AllowedHosts, []string{"localhost", "127.0.0.1", "[::1]"}) {
+		t.Errorf("effective allowed hosts on loopback: %q", eff.AllowedHosts)
 	}
 	o := got.wsOptions()
 	if o.ReadLimit != 16<<20 || o.InsecureSkipOriginCheck || o.SendQueueBytes < 2*(16<<20) {
@@ -602,5 +619,18 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if c, _ := (Config{AllowOrigins: []string{" * ", ""}}).withDefaults(); !c.wsOptions().InsecureSkipOriginCheck {
 		t.Error(`"*" does not disable the origin check`)
+	}
+}
+
+func TestConfigFieldErrors(t *testing.T) {
+	t.Parallel()
+	_, err := Config{ReadTimeout: time.Second, WriteTimeout: -1, MaxHeaderBytes: 1 << 20, AllowedHosts: []string{"::1"}}.withDefaults()
+	var fields []string
+	for _, fe := range FieldErrors(err) {
+		fields = append(fields, fe.Field)
+	}
+	want := []string{"WriteTimeout", "ReadTimeout", "MaxHeaderBytes", "AllowedHosts"}
+	if !reflect.DeepEqual(fields, want) {
+		t.Errorf("invalid fields %q, want %q (error %v)", fields, want, err)
 	}
 }
