@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/wsgate/wsgate"
 	"github.com/wsgate/wsgate/internal/server"
 )
 
@@ -28,8 +31,10 @@ const description = `wsgate serves the WebSocket echo server of the tutorial, re
 /readyz are for load balancers. SIGINT or SIGTERM shuts down gracefully
 (a second signal exits at once).
 
-Every flag can also be set with the environment variable shown next to it;
-a flag on the command line wins over the environment.`
+Every setting can come from a flag, from the environment variable shown
+next to it, or from the -config file (YAML or JSON) under the key shown.
+A flag wins over the environment, the environment over the file, and the
+file over the default. -print-config shows the result.`
 
 // options is the parsed command line.
 type options struct {
@@ -37,165 +42,414 @@ type options struct {
 	logFormat   string // "text" or "json"
 	logLevel    slog.Level
 	showVersion bool
+	printConfig bool   // -print-config: print the effective configuration and exit
+	configFile  string // the -config file, "" if none
 }
 
 // errHelp is returned by parseArgs when -help was asked for; the usage has
 // been written and the program should exit with status 0.
 var errHelp = flag.ErrHelp
 
-// parseArgs parses the command line args (without the program name), with
-// defaults taken from getenv's WSGATE_* variables. The help text asked for
-// with -help goes to stdout and returns errHelp; errors go to stderr.
-func parseArgs(args []string, getenv func(string) string, stdout, stderr io.Writer) (options, error) {
-	var (
-		o            options
-		heartbeat    time.Duration
-		pingInterval time.Duration
-		maxConns     int
-		allowOrigin  string
-		logLevel     string
-	)
+// setting is one configuration setting: its flag, environment variable and
+// config file key, and where it goes in a fileConfig.
+type setting struct {
+	flag  string // flag name without "-"; the env var derives from it
+	key   string // dotted key in the config file; "" for command-line-only flags
+	field string // the server.Config field it sets, to name it in errors
+	typ   string // the value's kind in -help ("duration", "int", ...); "" for booleans
+	def   string // default, as -help shows it
+	usage string
+	noEnv bool                                    // command-line only (-version, -print-config)
+	value func(*fileConfig, *cliFlags) flag.Value // binds the setting's storage
+}
+
+// cliFlags holds the flags that are not settings of the server.
+type cliFlags struct {
+	config      string
+	printConfig bool
+	version     bool
+}
+
+// settings lists every flag, in -help's order.
+var settings = []setting{
+	{flag: "config", typ: "file", usage: "read settings from this YAML (.yaml, .yml) or JSON (.json) `file`; flags and environment variables override it",
+		value: func(_ *fileConfig, c *cliFlags) flag.Value { return (*stringFlag)(&c.config) }},
+	{flag: "addr", key: "http_server.address, http_server.port", field: "Addr", typ: "address", def: server.DefaultAddr,
+		usage: "TCP address to listen on (host:port)",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return &addrFlag{&fc.HTTPServer} }},
+	{flag: "allowed-hosts", key: "http_server.allowed_hosts", field: "AllowedHosts", typ: "patterns",
+		usage: "comma-separated Host header `patterns` the server answers, e.g. \"ws.example.com,*.example.org:8443\"; other hosts get 421; default: localhost, 127.0.0.1 and [::1] when listening on a loopback address, else any host (no DNS-rebinding defence); \"*\" allows any host",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return (*listFlag)(&fc.HTTPServer.AllowedHosts) }},
+	{flag: "heartbeat", key: "echo.heartbeat", field: "Heartbeat", typ: "duration", def: server.DefaultHeartbeat.String(),
+		usage: "how often every connection gets the text message \"heartbeat\"; 0 disables",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return durationFlag{&fc.Echo.Heartbeat} }},
+	{flag: "allow-origin", key: "client.allowed_origins", field: "AllowOrigins", typ: "patterns",
+		usage: "comma-separated host `patterns` (path.Match syntax, e.g. \"*.example.com,localhost:*\") of other sites whose pages may connect; same-origin pages always may; \"*\" allows every origin (logged as a warning)",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return (*listFlag)(&fc.Client.AllowedOrigins) }},
+	{flag: "max-conns", key: "client.connection_limit", field: "MaxConns", typ: "int", def: strconv.Itoa(server.DefaultMaxConns),
+		usage: "maximum WebSocket connections at once, beyond which /ws answers 503; 0 means no limit",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return intFlag{&fc.Client.ConnectionLimit} }},
+	{flag: "max-http-conns", key: "http_server.max_conns", field: "MaxHTTPConns", typ: "int", def: strconv.Itoa(server.DefaultMaxHTTPConns),
+		usage: "maximum HTTP connections at once that are not WebSockets (page, health checks, keep-alive, handshakes in progress); beyond it an idle one is closed or the new one gets a 503; 0 means no limit",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return intFlag{&fc.HTTPServer.MaxConns} }},
+	{flag: "max-message-size", key: "websocket.message_size_limit", field: "MaxMessageSize", typ: "bytes", def: strconv.Itoa(server.DefaultMaxMessageSize),
+		usage: "largest message in `bytes` a client may send; a larger one closes the connection with 1009",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return int64Flag{&fc.WebSocket.MessageSizeLimit} }},
+	{flag: "max-header-bytes", key: "http_server.max_header_bytes", field: "MaxHeaderBytes", typ: "bytes", def: strconv.Itoa(server.DefaultMaxHeaderBytes),
+		usage: "largest request headers in `bytes` (at most 65536); larger ones get 431",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return intFlag{&fc.HTTPServer.MaxHeaderBytes} }},
+	{flag: "handshake-timeout", key: "http_server.handshake_timeout", field: "HandshakeTimeout", typ: "duration", def: server.DefaultHandshakeTimeout.String(),
+		usage: "time allowed to read a request's headers (the opening handshake)",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return durationFlag{&fc.HTTPServer.HandshakeTimeout} }},
+	{flag: "read-timeout", key: "http_server.read_timeout", field: "ReadTimeout", typ: "duration", def: server.DefaultReadTimeout.String(),
+		usage: "time allowed to read a whole request, headers and body, from its first byte; at least -handshake-timeout (the default follows it when it is longer)",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return durationFlag{&fc.HTTPServer.ReadTimeout} }},
+	{flag: "write-timeout", key: "http_server.write_timeout", field: "WriteTimeout", typ: "duration", def: server.DefaultWriteTimeout.String(),
+		usage: "time allowed for a non-WebSocket request from the end of its headers to the end of the answer",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return durationFlag{&fc.HTTPServer.WriteTimeout} }},
+	{flag: "idle-timeout", key: "http_server.idle_timeout", field: "IdleTimeout", typ: "duration", def: duration(server.DefaultIdleTimeout).String(),
+		usage: "how long an HTTP keep-alive connection may wait for its next request",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return durationFlag{&fc.HTTPServer.IdleTimeout} }},
+	{flag: "shutdown-timeout", key: "shutdown.timeout", field: "ShutdownTimeout", typ: "duration", def: server.DefaultShutdownTimeout.String(),
+		usage: "time allowed for the graceful shutdown before remaining connections are cut off",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return durationFlag{&fc.Shutdown.Timeout} }},
+	{flag: "ping-interval", key: "client.ping_interval", field: "PingInterval", typ: "duration", def: wsgate.DefaultPingInterval.String(),
+		usage: "how often a protocol ping checks that each client is alive; 0 disables",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return durationFlag{&fc.Client.PingInterval} }},
+	{flag: "ping-timeout", key: "client.pong_timeout", field: "PingTimeout", typ: "duration", def: wsgate.DefaultPingTimeout.String(),
+		usage: "how long a client may stay silent after a ping before it is disconnected",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return durationFlag{&fc.Client.PongTimeout} }},
+	{flag: "compression", key: "websocket.compression", field: "Compression", def: "false",
+		usage: "enable permessage-deflate compression on /ws for clients that offer it",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return boolFlag{&fc.WebSocket.Compression} }},
+	{flag: "log-format", key: "log.format", typ: "format", def: "text",
+		usage: "log `format`: text or json",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return stringPtrFlag{&fc.Log.Format} }},
+	{flag: "log-level", key: "log.level", typ: "level", def: "info",
+		usage: "minimum log `level`: debug, info, warn or error",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return stringPtrFlag{&fc.Log.Level} }},
+	{flag: "print-config", noEnv: true,
+		usage: "print the effective configuration (flags, environment, file and defaults; secrets masked) in the config file's format, YAML without one, and exit",
+		value: func(_ *fileConfig, c *cliFlags) flag.Value { return (*plainBool)(&c.printConfig) }},
+	{flag: "version", noEnv: true, usage: "print the version and exit",
+		value: func(_ *fileConfig, c *cliFlags) flag.Value { return (*plainBool)(&c.version) }},
+}
+
+// newFlagSet returns a FlagSet whose flags write into fc and cli.
+func newFlagSet(fc *fileConfig, cli *cliFlags, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("wsgate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.server.Addr, "addr", server.DefaultAddr, "TCP `address` to listen on")
-	fs.DurationVar(&heartbeat, "heartbeat", server.DefaultHeartbeat, "how often every connection gets the text message \"heartbeat\"; 0 disables")
-	fs.StringVar(&allowOrigin, "allow-origin", "", "comma-separated host `patterns` (path.Match syntax, e.g. \"*.example.com,localhost:*\") of other sites whose pages may connect; same-origin pages always may; \"*\" allows every origin (logged as a warning)")
-	fs.IntVar(&maxConns, "max-conns", server.DefaultMaxConns, "maximum WebSocket connections at once, beyond which /ws answers 503; 0 means no limit")
-	fs.Int64Var(&o.server.MaxMessageSize, "max-message-size", server.DefaultMaxMessageSize, "largest message in `bytes` a client may send; a larger one closes the connection with 1009")
-	fs.DurationVar(&o.server.HandshakeTimeout, "handshake-timeout", server.DefaultHandshakeTimeout, "time allowed to read a request's headers (the opening handshake)")
-	fs.DurationVar(&o.server.ShutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "time allowed for the graceful shutdown before remaining connections are cut off")
-	fs.DurationVar(&pingInterval, "ping-interval", 20*time.Second, "how often a protocol ping checks that each client is alive; 0 disables")
-	fs.DurationVar(&o.server.PingTimeout, "ping-timeout", 10*time.Second, "how long a client may stay silent after a ping before it is disconnected")
-	fs.BoolVar(&o.server.Compression, "compression", false, "enable permessage-deflate compression on /ws for clients that offer it")
-	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
-	fs.StringVar(&logLevel, "log-level", "info", "minimum log `level`: debug, info, warn or error")
-	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
-	fs.Usage = func() {} // printed below, to stdout for -help
-	out := stderr
-
-	// The environment first, then the command line on top of it.
-	var envErrs []error
-	fs.VisitAll(func(f *flag.Flag) {
-		name := envName(f.Name)
-		if name == "" {
-			return
-		}
-		if v := getenv(name); v != "" {
-			if err := fs.Set(f.Name, v); err != nil {
-				envErrs = append(envErrs, fmt.Errorf("invalid value %q for %s: %w", v, name, err))
-			}
-		}
-	})
-	if err := errors.Join(envErrs...); err != nil {
-		fmt.Fprintln(out, err)
-		return o, err
+	fs.Usage = func() {} // printed by parseArgs, to stdout for -help
+	for _, s := range settings {
+		fs.Var(s.value(fc, cli), s.flag, s.usage)
+		fs.Lookup(s.flag).DefValue = s.def
 	}
+	return fs
+}
+
+// source says where a setting's value came from, as errors name it.
+type source struct {
+	name  string // "-read-timeout", "WSGATE_READ_TIMEOUT" or "http_server.read_timeout"
+	where string // " (in FILE)" for the config file
+}
+
+// parseArgs parses the command line args (without the program name) on top
+// of getenv's WSGATE_* variables, on top of the -config file (from args or
+// WSGATE_CONFIG), on top of the defaults. The help text asked for with
+// -help goes to stdout and returns errHelp; errors go to stderr and name
+// the setting and where it was set.
+func parseArgs(args []string, getenv func(string) string, stdout, stderr io.Writer) (options, error) {
+	o, err := parse(args, getenv, stdout, stderr)
+	var ue usageError
+	switch {
+	case err == nil || errors.Is(err, errHelp):
+	case errors.As(err, &ue) && ue.reported:
+		fmt.Fprintln(stderr, "Run 'wsgate -help' for usage.")
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "%v\nRun 'wsgate -help' for usage.\n", err)
+	default:
+		fmt.Fprintln(stderr, err)
+	}
+	return o, err
+}
+
+// usageError is an error in the command line itself.
+type usageError struct {
+	error
+	reported bool // the flag package has written it already
+}
+
+func parse(args []string, getenv func(string) string, stdout, stderr io.Writer) (options, error) {
+	var o options
+	// First pass: the command line alone, for its errors, -help and the
+	// config file's name.
+	var first fileConfig
+	var cli cliFlags
+	fs := newFlagSet(&first, &cli, stderr)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stdout)
 			usage(fs)
 			return o, errHelp
 		}
-		fmt.Fprintln(out, "Run 'wsgate -help' for usage.")
-		return o, err
+		return o, usageError{err, true}
 	}
 	if fs.NArg() > 0 {
-		err := fmt.Errorf("unexpected argument %q", fs.Arg(0))
-		fmt.Fprintf(out, "%v\nRun 'wsgate -help' for usage.\n", err)
-		return o, err
+		return o, usageError{error: fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
-
-	// Translate "0 disables" on the command line into the Config's
-	// "negative disables" (the Config's zero value means the default).
-	o.server.Heartbeat = disableZero(heartbeat)
-	o.server.PingInterval = disableZero(pingInterval)
-	o.server.MaxConns = maxConns
-	if maxConns <= 0 {
-		o.server.MaxConns = -1
-	}
-	for _, p := range strings.Split(allowOrigin, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			o.server.AllowOrigins = append(o.server.AllowOrigins, p)
-		}
-	}
+	o.showVersion, o.printConfig = cli.version, cli.printConfig
 	o.server.Version = buildVersion()
+	if o.showVersion {
+		return o, nil
+	}
 
-	var errs []error
-	switch o.logFormat {
-	case "text", "json":
-	default:
-		errs = append(errs, fmt.Errorf("invalid -log-format %q: want text or json", o.logFormat))
+	// Then the layers from the bottom: file, environment, command line.
+	var fc fileConfig
+	sources := make(map[string]source)
+	o.configFile = cli.config
+	if o.configFile == "" {
+		o.configFile = getenv(envName("config"))
 	}
-	if err := o.logLevel.UnmarshalText([]byte(logLevel)); err != nil {
-		errs = append(errs, fmt.Errorf("invalid -log-level %q: want debug, info, warn or error", logLevel))
-	}
-	for name, d := range map[string]time.Duration{
-		"-handshake-timeout": o.server.HandshakeTimeout,
-		"-shutdown-timeout":  o.server.ShutdownTimeout,
-		"-ping-timeout":      o.server.PingTimeout,
-	} {
-		if d <= 0 {
-			errs = append(errs, fmt.Errorf("invalid %s %v: must be positive", name, d))
+	if o.configFile != "" {
+		if err := loadFile(o.configFile, &fc); err != nil {
+			return o, err
+		}
+		fs := newFlagSet(&fc, new(cliFlags), io.Discard)
+		for _, s := range settings {
+			if s.key != "" && isSet(fs.Lookup(s.flag).Value) {
+				sources[s.flag] = source{name: fileKeyName(s, &fc), where: " (in " + o.configFile + ")"}
+			}
 		}
 	}
-	if o.server.MaxMessageSize <= 0 {
-		errs = append(errs, fmt.Errorf("invalid -max-message-size %d: must be positive", o.server.MaxMessageSize))
+	// A FlagSet of its own for the environment: the command line's below
+	// must see only the flags given on the command line.
+	envFS := newFlagSet(&fc, new(cliFlags), io.Discard)
+	var errs []error
+	for _, s := range settings {
+		name := envName(s.flag)
+		if s.key == "" || s.noEnv || name == "" {
+			continue
+		}
+		if v := getenv(name); v != "" {
+			if err := envFS.Set(s.flag, v); err != nil {
+				errs = append(errs, fmt.Errorf("invalid %s %q: %w", name, v, err))
+				continue
+			}
+			sources[s.flag] = source{name: name}
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		fmt.Fprintln(out, err)
+		return o, err
+	}
+	fs = newFlagSet(&fc, new(cliFlags), io.Discard)
+	fs.Parse(args) // cannot fail: the first pass took the same args
+	fs.Visit(func(f *flag.Flag) { sources[f.Name] = source{name: "-" + f.Name} })
+
+	if err := o.apply(&fc, sources); err != nil {
 		return o, err
 	}
 	return o, nil
 }
 
-// disableZero maps a flag's "0 disables" to the Config's "negative
-// disables".
-func disableZero(d time.Duration) time.Duration {
-	if d <= 0 {
-		return -1
+// fileKeyName names the key of s that the file set.
+func fileKeyName(s setting, fc *fileConfig) string {
+	if s.flag == "addr" {
+		switch {
+		case fc.HTTPServer.Address != nil && fc.HTTPServer.Port == nil:
+			return "http_server.address"
+		case fc.HTTPServer.Address == nil:
+			return "http_server.port"
+		}
 	}
-	return d
+	return s.key
 }
 
-// envName returns the environment variable of a flag, or "" for -version,
-// which only makes sense on the command line.
+// apply checks the merged settings in fc and turns them into o's fields.
+// An error names every invalid setting by where it was set.
+func (o *options) apply(fc *fileConfig, sources map[string]source) error {
+	var errs []error
+	bad := func(flagName string, value any, reason string) {
+		src, ok := sources[flagName]
+		if !ok {
+			src.name = "-" + flagName // left at its default
+		}
+		errs = append(errs, fmt.Errorf("invalid %s %v%s: %s", src.name, value, src.where, reason))
+	}
+	c := &o.server
+	if h := fc.HTTPServer; h.Address != nil || h.Port != nil {
+		host, port := "0.0.0.0", 5555
+		if def, p, err := splitAddr(server.DefaultAddr); err == nil {
+			host, port = def, p
+		}
+		if h.Address != nil {
+			host = *h.Address
+		}
+		if h.Port != nil {
+			port = *h.Port
+		}
+		if port < 0 || port > 65535 {
+			bad("addr", port, "the port must be a number from 0 to 65535")
+		}
+		c.Addr = net.JoinHostPort(host, strconv.Itoa(port))
+	}
+	c.AllowedHosts = fc.HTTPServer.AllowedHosts
+	c.AllowOrigins = fc.Client.AllowedOrigins
+	c.Heartbeat = disableZero(fc.Echo.Heartbeat)
+	c.PingInterval = disableZero(fc.Client.PingInterval)
+	c.MaxConns = unlimitedZero(fc.Client.ConnectionLimit, "max-conns", bad)
+	c.MaxHTTPConns = unlimitedZero(fc.HTTPServer.MaxConns, "max-http-conns", bad)
+	for _, d := range []struct {
+		flag string
+		src  *duration
+		dst  *time.Duration
+	}{
+		{"handshake-timeout", fc.HTTPServer.HandshakeTimeout, &c.HandshakeTimeout},
+		{"read-timeout", fc.HTTPServer.ReadTimeout, &c.ReadTimeout},
+		{"write-timeout", fc.HTTPServer.WriteTimeout, &c.WriteTimeout},
+		{"idle-timeout", fc.HTTPServer.IdleTimeout, &c.IdleTimeout},
+		{"shutdown-timeout", fc.Shutdown.Timeout, &c.ShutdownTimeout},
+		{"ping-timeout", fc.Client.PongTimeout, &c.PingTimeout},
+	} {
+		if d.src == nil {
+			continue
+		}
+		if *d.src <= 0 {
+			bad(d.flag, *d.src, "must be positive")
+			continue
+		}
+		*d.dst = time.Duration(*d.src)
+	}
+	// An invalid value is reported and left out of c, so that the
+	// server's checks below do not report it again.
+	if p := fc.WebSocket.MessageSizeLimit; p != nil {
+		if *p <= 0 {
+			bad("max-message-size", *p, "must be positive")
+		} else {
+			c.MaxMessageSize = *p
+		}
+	}
+	if p := fc.HTTPServer.MaxHeaderBytes; p != nil {
+		if *p <= 0 {
+			bad("max-header-bytes", *p, "must be positive")
+		} else {
+			c.MaxHeaderBytes = *p
+		}
+	}
+	if p := fc.WebSocket.Compression; p != nil {
+		c.Compression = *p
+	}
+	o.logFormat = "text"
+	if p := fc.Log.Format; p != nil {
+		o.logFormat = *p
+		if o.logFormat != "text" && o.logFormat != "json" {
+			bad("log-format", strconv.Quote(*p), "want text or json")
+		}
+	}
+	o.logLevel = slog.LevelInfo
+	if p := fc.Log.Level; p != nil {
+		if err := o.logLevel.UnmarshalText([]byte(*p)); err != nil {
+			bad("log-level", strconv.Quote(*p), "want debug, info, warn or error")
+		}
+	}
+	// What the server itself checks (patterns, relations between
+	// settings), named the same way.
+	if _, err := c.Effective(); err != nil {
+		fes := server.FieldErrors(err)
+		if len(fes) == 0 {
+			errs = append(errs, err)
+		}
+		for _, fe := range fes {
+			name := fe.Field
+			for _, s := range settings {
+				if s.field == fe.Field {
+					name = s.flag
+				}
+			}
+			bad(name, fe.Value, fe.Reason)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// disableZero maps the "0 disables" of flags and file to the Config's
+// "negative disables" (its zero value means the default).
+func disableZero(d *duration) time.Duration {
+	switch {
+	case d == nil:
+		return 0
+	case *d <= 0:
+		return -1
+	}
+	return time.Duration(*d)
+}
+
+// unlimitedZero maps the "0 means no limit" of flags and file to the
+// Config's "negative means no limit".
+func unlimitedZero(n *int, flagName string, bad func(string, any, string)) int {
+	switch {
+	case n == nil:
+		return 0
+	case *n < 0:
+		bad(flagName, *n, "must not be negative (0 means no limit)")
+		return 0
+	case *n == 0:
+		return -1
+	}
+	return *n
+}
+
+// envName returns the environment variable of a flag, or "" for the flags
+// that only make sense on the command line.
 func envName(flagName string) string {
-	if flagName == "version" {
-		return ""
+	for _, s := range settings {
+		if s.flag == flagName && s.noEnv {
+			return ""
+		}
 	}
 	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
 // usage writes the help text: a usage line, a description and every flag
-// with its environment variable and default.
+// with its environment variable, file key and default.
 func usage(fs *flag.FlagSet) {
 	w := fs.Output()
 	fmt.Fprintf(w, "Usage: wsgate [flags]\n\n%s\n\nFlags:\n", description)
-	fs.VisitAll(func(f *flag.Flag) {
-		typ, help := flag.UnquoteUsage(f)
-		fmt.Fprintf(w, "  -%s", f.Name)
-		if typ != "" {
-			fmt.Fprintf(w, " %s", typ)
+	for _, s := range settings {
+		f := fs.Lookup(s.flag)
+		_, help := flag.UnquoteUsage(f)
+		fmt.Fprintf(w, "  -%s", s.flag)
+		if s.typ != "" {
+			fmt.Fprintf(w, " %s", s.typ)
 		}
 		fmt.Fprintln(w)
 		for _, line := range wrap(help, 72) {
 			fmt.Fprintf(w, "      %s\n", line)
 		}
 		var notes []string
-		if env := envName(f.Name); env != "" {
+		if env := envName(s.flag); env != "" {
 			notes = append(notes, "env "+env)
 		}
+		if s.key != "" {
+			notes = append(notes, "file "+s.key)
+		}
 		switch {
-		case f.DefValue == "" || f.DefValue == "false":
-		case typ == "string" || typ == "address" || typ == "format" || typ == "level":
-			notes = append(notes, fmt.Sprintf("default %q", f.DefValue))
+		case s.def == "" || s.def == "false":
+		case s.typ == "address" || s.typ == "format" || s.typ == "level":
+			notes = append(notes, fmt.Sprintf("default %q", s.def))
 		default:
-			notes = append(notes, "default "+f.DefValue)
+			notes = append(notes, "default "+s.def)
 		}
 		if len(notes) > 0 {
-			fmt.Fprintf(w, "      (%s)\n", strings.Join(notes, ", "))
+			// Wrapped between notes, never inside one.
+			const nbsp = "\x00" // not a space to strings.Fields
+			for i, n := range notes {
+				notes[i] = strings.ReplaceAll(n, " ", nbsp)
+			}
+			for _, line := range wrap("("+strings.Join(notes, ", ")+")", 72) {
+				fmt.Fprintf(w, "      %s\n", strings.ReplaceAll(line, nbsp, " "))
+			}
 		}
-	})
+	}
 }
 
 // wrap splits text into lines of at most width bytes at spaces.

@@ -1,13 +1,14 @@
 // Command wsgate runs the wsgate echo server: the tutorial's WebSocket echo
 // endpoint with heartbeats, its browser page, health endpoints and a
 // graceful shutdown. Run "wsgate -help" for the flags; docs/server.md
-// describes them all.
+// describes them all, and the config file.
 package main
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -27,7 +28,17 @@ func main() {
 		fmt.Println("wsgate", o.server.Version)
 		return
 	}
+	if o.printConfig {
+		if err := printConfig(o, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		return
+	}
 	log := newLogger(o, os.Stderr)
+	if o.configFile != "" {
+		log.Info("config file read", "file", o.configFile)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -46,4 +57,25 @@ func main() {
 		log.Error("wsgate stopped", "err", err)
 		os.Exit(1)
 	}
+}
+
+// printConfig writes the effective configuration to w in the config file's
+// format (YAML without a file), secrets masked.
+func printConfig(o options, w io.Writer) error {
+	fc, err := effectiveFileConfig(o)
+	if err != nil {
+		return err
+	}
+	format := "yaml"
+	if o.configFile != "" {
+		if format, err = fileFormat(o.configFile); err != nil {
+			return err
+		}
+	}
+	out, err := encodeConfig(fc, format)
+	if err != nil {
+		return fmt.Errorf("print config: %w", err)
+	}
+	_, err = w.Write(out)
+	return err
 }

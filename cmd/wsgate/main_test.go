@@ -43,6 +43,7 @@ func env(kv ...string) func(string) string {
 	return func(k string) string { return m[k] }
 }
 
+// defaultConfig is the effective configuration without any setting.
 func defaultConfig() server.Config {
 	return server.Config{
 		Addr:             "0.0.0.0:5555",
@@ -54,7 +55,25 @@ func defaultConfig() server.Config {
 		ShutdownTimeout:  10 * time.Second,
 		PingInterval:     20 * time.Second,
 		PingTimeout:      10 * time.Second,
+		AllowOrigins:     []string{},
+		AllowedHosts:     []string{"*"},
+		ReadTimeout:      15 * time.Second,
+		WriteTimeout:     15 * time.Second,
+		IdleTimeout:      time.Minute,
+		MaxHeaderBytes:   32 << 10,
+		MaxHTTPConns:     1024,
 	}
+}
+
+// effective returns o with its server config replaced by the effective one.
+func effective(t *testing.T, o options) options {
+	t.Helper()
+	c, err := o.server.Effective()
+	if err != nil {
+		t.Fatalf("Effective: %v", err)
+	}
+	o.server = c
+	return o
 }
 
 func TestParseArgs(t *testing.T) {
@@ -65,7 +84,10 @@ func TestParseArgs(t *testing.T) {
 		change func(*options) // applied to the defaults
 	}{
 		{"defaults", nil, env(), func(*options) {}},
-		{"flag", []string{"-addr", "127.0.0.1:8080"}, env(), func(o *options) { o.server.Addr = "127.0.0.1:8080" }},
+		{"flag", []string{"-addr", "127.0.0.1:8080"}, env(), func(o *options) {
+			o.server.Addr = "127.0.0.1:8080"
+			o.server.AllowedHosts = []string{"localhost", "127.0.0.1", "[::1]"}
+		}},
 		{"env", nil, env("WSGATE_ADDR", ":9000"), func(o *options) { o.server.Addr = ":9000" }},
 		{"flag wins over env", []string{"-addr=:2"}, env("WSGATE_ADDR", ":1"), func(o *options) { o.server.Addr = ":2" }},
 		{"heartbeat", []string{"-heartbeat=250ms"}, env(), func(o *options) { o.server.Heartbeat = 250 * time.Millisecond }},
@@ -88,6 +110,20 @@ func TestParseArgs(t *testing.T) {
 		{"log level warn", []string{"-log-level=WARN"}, env(), func(o *options) { o.logLevel = slog.LevelWarn }},
 		{"version", []string{"-version"}, env(), func(o *options) { o.showVersion = true }},
 		{"version is not read from env", nil, env("WSGATE_VERSION", "true"), func(*options) {}},
+		{"print config", []string{"-print-config"}, env(), func(o *options) { o.printConfig = true }},
+		{"print config is not read from env", nil, env("WSGATE_PRINT_CONFIG", "true"), func(*options) {}},
+		{"allowed hosts", []string{"-allowed-hosts", "ws.example.com, [::1]:5555"}, env(),
+			func(o *options) { o.server.AllowedHosts = []string{"ws.example.com", "[::1]:5555"} }},
+		{"allowed hosts from env", nil, env("WSGATE_ALLOWED_HOSTS", "*.example.com"),
+			func(o *options) { o.server.AllowedHosts = []string{"*.example.com"} }},
+		{"http limits", []string{"-read-timeout=20s", "-write-timeout=5s", "-idle-timeout=2m", "-max-header-bytes=8192", "-max-http-conns=50"}, env(),
+			func(o *options) {
+				o.server.ReadTimeout, o.server.WriteTimeout, o.server.IdleTimeout = 20*time.Second, 5*time.Second, 2*time.Minute
+				o.server.MaxHeaderBytes, o.server.MaxHTTPConns = 8192, 50
+			}},
+		{"max http conns 0 is unlimited", nil, env("WSGATE_MAX_HTTP_CONNS", "0"), func(o *options) { o.server.MaxHTTPConns = -1 }},
+		{"read timeout follows a longer handshake timeout", []string{"-handshake-timeout=30s"}, env(),
+			func(o *options) { o.server.HandshakeTimeout, o.server.ReadTimeout = 30*time.Second, 30*time.Second }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -98,6 +134,14 @@ func TestParseArgs(t *testing.T) {
 			}
 			want := options{server: defaultConfig(), logFormat: "text", logLevel: slog.LevelInfo}
 			tt.change(&want)
+			if want.showVersion {
+				// -version stops there: nothing else is read.
+				if !got.showVersion || got.server.Version != want.server.Version {
+					t.Errorf("parseArgs(%q) = %+v, want showVersion and the version", tt.args, got)
+				}
+				return
+			}
+			got = effective(t, got)
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("parseArgs(%q):\n got %+v\nwant %+v", tt.args, got, want)
 			}
@@ -119,7 +163,19 @@ func TestParseArgsErrors(t *testing.T) {
 		{"bad duration", []string{"-heartbeat=soon"}, env(), "-heartbeat"},
 		{"bad env names the variable", nil, env("WSGATE_MAX_CONNS", "many"), "WSGATE_MAX_CONNS"},
 		{"bad log format", []string{"-log-format=xml"}, env(), "-log-format"},
-		{"bad log level", nil, env("WSGATE_LOG_LEVEL", "loud"), "-log-level"},
+		{"bad log level", nil, env("WSGATE_LOG_LEVEL", "loud"), "WSGATE_LOG_LEVEL"},
+		{"bad log level flag", []string{"-log-level=loud"}, env(), "-log-level"},
+		{"negative max conns", []string{"-max-conns=-1"}, env(), "-max-conns"},
+		{"zero read timeout", []string{"-read-timeout=0"}, env(), "-read-timeout"},
+		{"read timeout shorter than handshake", []string{"-read-timeout=5s"}, env(), "invalid -read-timeout 5s: must not be shorter than the handshake timeout"},
+		{"read timeout from env shorter than handshake flag", []string{"-handshake-timeout=20s"}, env("WSGATE_READ_TIMEOUT", "15s"), "invalid WSGATE_READ_TIMEOUT 15s"},
+		{"header limit over 64 KiB", []string{"-max-header-bytes=1000000"}, env(), "-max-header-bytes"},
+		{"bad allowed host", nil, env("WSGATE_ALLOWED_HOSTS", "a.example:http"), "invalid WSGATE_ALLOWED_HOSTS a.example:http: the port must be"},
+		{"origin with a scheme", []string{"-allow-origin=https://a.example"}, env(), "-allow-origin"},
+		{"bad address", []string{"-addr=localhost"}, env(), "-addr"},
+		{"bad port", nil, env("WSGATE_ADDR", "127.0.0.1:http"), "WSGATE_ADDR"},
+		{"missing config file", []string{"-config=/nonexistent/wsgate.yaml"}, env(), "/nonexistent/wsgate.yaml"},
+		{"config file of unknown format", nil, env("WSGATE_CONFIG", "wsgate.toml"), "name it .yaml, .yml or .json"},
 		{"negative shutdown timeout", []string{"-shutdown-timeout=-1s"}, env(), "-shutdown-timeout"},
 		{"zero handshake timeout", []string{"-handshake-timeout=0"}, env(), "-handshake-timeout"},
 		{"zero max message size", []string{"-max-message-size=0"}, env(), "-max-message-size"},
