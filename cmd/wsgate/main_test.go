@@ -410,3 +410,27 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 		t.Errorf("no second-signal line in the log:\n%s", p.stderr)
 	}
 }
+
+func TestSignalWithSlowBodiesExitsCleanly(t *testing.T) {
+	// A read timeout far beyond the shutdown timeout: only the shutdown's
+	// own bound on HTTP connections can end these clients in time.
+	p := startProcess(t, "-shutdown-timeout=6s", "-read-timeout=1m", "-handshake-timeout=1m")
+	for range 3 {
+		nc, err := net.DialTimeout("tcp", p.addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		fmt.Fprintf(nc, "GET /healthz HTTP/1.1\r\nHost: %s\r\nContent-Length: 100000\r\n\r\nabc", p.addr)
+	}
+	// Let the requests reach the server before the signal.
+	time.Sleep(200 * time.Millisecond)
+	start := time.Now()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.wait(t, 10*time.Second); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM with slow bodies open, want 0\n%s", code, p.stderr)
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("shutdown with slow bodies took %v", d)
+	}
+}
