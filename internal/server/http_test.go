@@ -163,7 +163,7 @@ func TestMaxHTTPConns(t *testing.T) {
 		if !strings.HasPrefix(got, "HTTP/1.1 503 ") || !strings.Contains(got, "too many connections") {
 			t.Errorf("extra connection %d got %q, want a 503", i, got)
 		}
-		if d := time.Since(start); d > 2*time.Second {
+		if d := time.Since(start); d > 5*time.Second {
 			t.Errorf("extra connection %d refused after %v, want at once", i, d)
 		}
 	}
@@ -279,10 +279,11 @@ func TestMaxHeaderBytes(t *testing.T) {
 func TestShutdownWithSlowBodiesIsPromptAndClean(t *testing.T) {
 	t.Parallel()
 	// Timeouts far longer than the shutdown: only the shutdown may end
-	// the slow clients.
-	ts := startServer(t, Config{Heartbeat: -1, ShutdownTimeout: 8 * time.Second,
+	// the slow clients. (WebSocket connections at shutdown are
+	// TestGracefulShutdown's.)
+	const shutdownTimeout = 8 * time.Second
+	ts := startServer(t, Config{Heartbeat: -1, ShutdownTimeout: shutdownTimeout,
 		HandshakeTimeout: time.Minute, ReadTimeout: time.Minute})
-	ws := dial(t, ts.wsURL(), nil)
 	const n = 3
 	done := make(chan error, n)
 	for range n {
@@ -305,7 +306,7 @@ func TestShutdownWithSlowBodiesIsPromptAndClean(t *testing.T) {
 	if err != nil {
 		t.Errorf("Serve returned %v, want nil", err)
 	}
-	if d > 4*time.Second {
+	if d > shutdownTimeout/2 {
 		t.Errorf("shutdown took %v with slow bodies open, want about %v", d, httpDrainGrace)
 	}
 	for range n {
@@ -317,10 +318,6 @@ func TestShutdownWithSlowBodiesIsPromptAndClean(t *testing.T) {
 		case <-time.After(waitTimeout):
 			t.Fatal("a slow-body connection is still open after the shutdown")
 		}
-	}
-	waitDone(t, ws)
-	if code := wsgate.CloseStatus(ws.Err()); code != wsgate.StatusGoingAway {
-		t.Errorf("WebSocket closed with %v, want 1001", code)
 	}
 	ts.logs.waitLog(t, "shutdown complete", nil)
 }
