@@ -233,6 +233,13 @@ func checkOrigin(r *http.Request, patterns []string, trustForwarded bool) error 
 	}
 	for _, p := range patterns {
 		p = strings.ToLower(p)
+		if strings.Contains(p, "://") {
+			// A pattern with a scheme matches the whole origin.
+			if ok, _ := path.Match(p, u.Scheme+"://"+host); ok {
+				return nil
+			}
+			continue
+		}
 		if ok, _ := path.Match(p, host); ok {
 			return nil
 		}

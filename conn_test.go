@@ -420,7 +420,7 @@ func TestCompression(t *testing.T) {
 }
 
 func TestOriginCheck(t *testing.T) {
-	url, _ := testServer(t, &wsgate.Options{OriginPatterns: []string{"*.example.com"}})
+	url, _ := testServer(t, &wsgate.Options{OriginPatterns: []string{"*.example.com", "https://secure.example.org"}})
 	dialOrigin := func(origin string) error {
 		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 		defer cancel()
@@ -437,6 +437,12 @@ func TestOriginCheck(t *testing.T) {
 	}
 	if err := dialOrigin("https://app.example.com"); err != nil {
 		t.Fatalf("allowlisted origin refused: %v", err)
+	}
+	if err := dialOrigin("https://secure.example.org"); err != nil {
+		t.Fatalf("allowlisted origin with its scheme refused: %v", err)
+	}
+	if err := dialOrigin("http://secure.example.org"); err == nil {
+		t.Fatal("a pattern with https matched an http origin")
 	}
 	err := dialOrigin("https://evil.test")
 	var he *wsgate.HandshakeError

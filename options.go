@@ -76,7 +76,10 @@ func (p QueuePolicy) String() string {
 type Options struct {
 	// OriginPatterns lists extra host patterns (path.Match syntax, matched
 	// against the Origin header's host[:port], case-insensitive) that Upgrade
-	// accepts besides the request's own Host. Server side only.
+	// accepts besides the request's own Host. A pattern without a port
+	// matches any port; a pattern with a scheme ("https://*.example.com")
+	// matches the whole origin, so the scheme must match too. Server side
+	// only.
 	//
 	// By default only same-origin requests (and requests without an Origin
 	// header, which browsers always send) are accepted, so a page on another

@@ -352,6 +352,12 @@ func (l *loop) read(c *Conn, now int64, drain bool) {
 			}
 			return
 		}
+		c.mu.Lock()
+		stuck := c.outStuck
+		c.mu.Unlock()
+		if stuck {
+			return // resumed by advanceLocked when the output drains
+		}
 		n, err := rawRead(fd, l.buf)
 		if n > 0 {
 			if l.feed(c, l.buf[:n], now) {

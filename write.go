@@ -221,7 +221,9 @@ func (c *Conn) growOutLocked(n int) {
 	if len(old) == 0 {
 		nb = getOut(need)
 	} else {
-		nb = make([]byte, len(old), max(need, 2*cap(old)))
+		// Doubling, but not far past what the queue may hold: a slow peer's
+		// buffer stays near its bound.
+		nb = make([]byte, len(old), max(need, min(2*cap(old), c.cfg.SendQueueBytes+64<<10)))
 		copy(nb, old)
 	}
 	if c.inflight == 0 {
@@ -281,7 +283,11 @@ func (c *Conn) appendEncodedLocked(op byte, frame []byte, size int) {
 // bounded. Clients keep reading whatever they write: if both ends of a
 // connection stopped reading while their output was stuck, each would wait
 // for the other forever.
-func (c *Conn) outPauseBytes() int { return min(c.cfg.SendQueueBytes, 256<<10) }
+//
+// The mark is half the send queue (at most 256 KiB): one read's worth of
+// replies on top of it must still fit the queue, or the peer would be
+// closed as a slow consumer instead of slowed down.
+func (c *Conn) outPauseBytes() int { return min(c.cfg.SendQueueBytes/2, 256<<10) }
 
 // outBacklogLocked notes when a server connection's unsent output crosses
 // the pause mark.

@@ -57,6 +57,7 @@ type clientSection struct {
 
 type websocketSection struct {
 	MessageSizeLimit *int64 `yaml:"message_size_limit" json:"message_size_limit"`
+	MemoryBudget     *int64 `yaml:"memory_budget" json:"memory_budget"`
 	Compression      *bool  `yaml:"compression" json:"compression"`
 }
 
@@ -380,6 +381,7 @@ func effectiveFileConfig(o options) (fileConfig, error) {
 		},
 		WebSocket: websocketSection{
 			MessageSizeLimit: &c.MaxMessageSize,
+			MemoryBudget:     &c.MemoryBudget,
 			Compression:      &c.Compression,
 		},
 		Echo:     echoSection{Heartbeat: zeroIfNegative(c.Heartbeat)},

@@ -95,6 +95,9 @@ var settings = []setting{
 	{flag: "max-message-size", key: "websocket.message_size_limit", field: "MaxMessageSize", typ: "bytes", def: strconv.Itoa(server.DefaultMaxMessageSize),
 		usage: "largest message in `bytes` a client may send; a larger one closes the connection with 1009",
 		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return int64Flag{&fc.WebSocket.MessageSizeLimit} }},
+	{flag: "memory-budget", key: "websocket.memory_budget", field: "MemoryBudget", typ: "bytes", def: strconv.Itoa(server.DefaultMemoryBudget),
+		usage: "`bytes` all WebSocket connections together may hold in buffers; over it the heaviest are closed (1009 or 1008); -1 means no budget",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return int64Flag{&fc.WebSocket.MemoryBudget} }},
 	{flag: "max-header-bytes", key: "http_server.max_header_bytes", field: "MaxHeaderBytes", typ: "bytes", def: strconv.Itoa(server.DefaultMaxHeaderBytes),
 		usage: "largest request headers in `bytes` (at most 65536); larger ones get 431",
 		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return intFlag{&fc.HTTPServer.MaxHeaderBytes} }},
@@ -321,6 +324,13 @@ func (o *options) apply(fc *fileConfig, sources map[string]source) error {
 	}
 	// An invalid value is reported and left out of c, so that the
 	// server's checks below do not report it again.
+	if p := fc.WebSocket.MemoryBudget; p != nil {
+		if *p == 0 || *p < -1 {
+			bad("memory-budget", *p, "must be positive, or -1 for no budget")
+		} else {
+			c.MemoryBudget = *p
+		}
+	}
 	if p := fc.WebSocket.MessageSizeLimit; p != nil {
 		if *p <= 0 {
 			bad("max-message-size", *p, "must be positive")

@@ -16,7 +16,8 @@ const (
 	DefaultAddr             = "0.0.0.0:5555"
 	DefaultHeartbeat        = time.Second
 	DefaultMaxConns         = 10000
-	DefaultMaxMessageSize   = 16 << 20
+	DefaultMaxMessageSize   = 64 << 10
+	DefaultMemoryBudget     = 4 << 30
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultShutdownTimeout  = 10 * time.Second
 	DefaultReadTimeout      = 15 * time.Second
@@ -65,8 +66,21 @@ type Config struct {
 
 	// MaxMessageSize is the largest message, in bytes, a client may send.
 	// A larger one closes its connection with 1009 (message too big).
-	// Defaults to 16 MiB.
+	// Defaults to 64 KiB, as Centrifugo's. It also sizes each connection's
+	// send queue: room for one echo of the largest message plus 64 KiB
+	// (heartbeats, control frames); a client that reads slower than that is
+	// closed with 1008. With the defaults one connection holds at most
+	// about 400 KiB, so 10,000 of them at their worst fit DefaultMemoryBudget
+	// (docs/security.md has the arithmetic).
 	MaxMessageSize int64
+
+	// MemoryBudget bounds the bytes all WebSocket connections together
+	// hold in buffers (messages being reassembled or inflated, send
+	// queues). Over it, the connections holding the most are closed (1009
+	// or 1008) until the rest are under 90% of it; past half of it, new
+	// connections are not offered compression. Defaults to 4 GiB; negative
+	// means no budget.
+	MemoryBudget int64
 
 	// HandshakeTimeout bounds reading a request's headers, and so the
 	// opening handshake. Defaults to 10s.
@@ -186,6 +200,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxMessageSize == 0 {
 		c.MaxMessageSize = DefaultMaxMessageSize
 	}
+	if c.MemoryBudget == 0 {
+		c.MemoryBudget = DefaultMemoryBudget
+	}
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = DefaultHandshakeTimeout
 	}
@@ -300,6 +317,9 @@ func (c Config) allowAllOrigins() bool {
 	return false
 }
 
+// sendQueueBytes is each connection's send queue bound.
+func (c Config) sendQueueBytes() int64 { return c.MaxMessageSize + 64<<10 }
+
 // wsOptions returns the wsgate options shared by every connection.
 func (c Config) wsOptions() wsgate.Options {
 	o := wsgate.Options{
@@ -310,10 +330,10 @@ func (c Config) wsOptions() wsgate.Options {
 		PingInterval:            c.PingInterval,
 		PingTimeout:             c.PingTimeout,
 		HandshakeTimeout:        c.HandshakeTimeout,
-		// Room for an echo of the largest message while the previous one
-		// (or a heartbeat) is still going out; a client that reads slower
-		// than that is closed with 1008 (the default PolicyClose).
-		SendQueueBytes: int(max(wsgate.DefaultQueueBytes, 2*c.MaxMessageSize)),
+		// Room for an echo of the largest message and the heartbeats
+		// around it; a client that reads slower than that is closed with
+		// 1008 (the default PolicyClose).
+		SendQueueBytes: int(c.sendQueueBytes()),
 	}
 	if o.PingInterval < 0 {
 		o.PingInterval = -1

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -288,4 +289,21 @@ func rawUpgrade(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
 		t.Fatalf("handshake status %d, want 101", resp.StatusCode)
 	}
 	return nc, br
+}
+
+// maskedFrame encodes a final client frame with a zero masking key, which
+// leaves the payload as it is.
+func maskedFrame(op byte, payload []byte) []byte {
+	out := []byte{0x80 | op}
+	switch n := len(payload); {
+	case n <= 125:
+		out = append(out, 0x80|byte(n))
+	case n <= 0xFFFF:
+		out = append(out, 0x80|126, byte(n>>8), byte(n))
+	default:
+		out = append(out, 0x80|127)
+		out = binary.BigEndian.AppendUint64(out, uint64(n))
+	}
+	out = append(out, 0, 0, 0, 0)
+	return append(out, payload...)
 }

@@ -43,6 +43,7 @@ type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	wsOpts wsgate.Options // shared base; each connection gets a copy with its OnClose
+	budget *wsgate.Budget // shared by every WebSocket connection; nil without one
 	hs     *http.Server
 	mux    *http.ServeMux
 	root   http.Handler // mux behind the Host check
@@ -94,6 +95,10 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		shutdownDone: make(chan struct{}),
 	}
 	s.wsOpts.OnMessage = echo
+	if cfg.MemoryBudget > 0 {
+		s.budget = wsgate.NewBudget(cfg.MemoryBudget)
+		s.wsOpts.Budget = s.budget
+	}
 	s.hosts.Store(hostPolicyFor(cfg.AllowedHosts, cfg.Addr))
 	s.http = newHTTPConns(cfg.MaxHTTPConns, log)
 
@@ -271,6 +276,10 @@ func (s *Server) ConnCount() int {
 	return len(s.conns)
 }
 
+// Budget returns the memory budget shared by the WebSocket connections, or
+// nil when Config.MemoryBudget is negative.
+func (s *Server) Budget() *wsgate.Budget { return s.budget }
+
 // snapshotLocked appends the registered connections to buf.
 func (s *Server) snapshotLocked(buf []*wsgate.Conn) []*wsgate.Conn {
 	for c := range s.conns {
@@ -301,6 +310,7 @@ func (s *Server) logStartup(addr net.Addr) {
 		"max_conns", c.MaxConns,
 		"max_http_conns", c.MaxHTTPConns,
 		"max_message_size", c.MaxMessageSize,
+		"memory_budget", c.MemoryBudget,
 		"max_header_bytes", c.MaxHeaderBytes,
 		"handshake_timeout", c.HandshakeTimeout,
 		"read_timeout", c.ReadTimeout,

@@ -25,7 +25,7 @@ func TestEcho(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t, quiet)
 	c := dial(t, ts.wsURL(), nil)
-	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	big := bytes.Repeat([]byte("0123456789abcdef"), DefaultMaxMessageSize/16) // the largest message allowed
 	tests := []struct {
 		name string
 		typ  wsgate.MessageType
@@ -243,15 +243,54 @@ func TestMaxMessageSize(t *testing.T) {
 	ts.logs.waitLog(t, "ws close", map[string]any{"code": 1009})
 }
 
-func TestDefaultMaxMessageSizeIs16MiB(t *testing.T) {
+func TestDefaultMaxMessageSize(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t, quiet)
-	c := dial(t, ts.wsURL(), &wsgate.Options{ReadLimit: 32 << 20})
-	msg := make([]byte, 16<<20)
+	c := dial(t, ts.wsURL(), nil)
+	msg := make([]byte, DefaultMaxMessageSize)
 	msg[len(msg)-1] = 7
 	write(t, c, wsgate.BinaryMessage, msg)
 	if _, p := read(t, c); !bytes.Equal(p, msg) {
-		t.Fatalf("echo of 16 MiB: %d bytes", len(p))
+		t.Fatalf("echo of %d bytes: %d bytes", len(msg), len(p))
+	}
+	write(t, c, wsgate.BinaryMessage, make([]byte, DefaultMaxMessageSize+1))
+	waitDone(t, c)
+	if code := wsgate.CloseStatus(c.Err()); code != wsgate.StatusMessageTooBig {
+		t.Fatalf("one byte more: %v, want 1009", c.Err())
+	}
+}
+
+// Over the memory budget the connection holding the most is closed; the
+// others keep being served.
+func TestMemoryBudget(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, Config{Heartbeat: -1, MaxMessageSize: 4 << 20, MemoryBudget: 3 << 20})
+	good := dial(t, ts.wsURL(), nil)
+	// Two clients send most of a 2 MiB message and stop: 4 MiB of
+	// reassembly buffers against a 3 MiB budget.
+	var heavy []net.Conn
+	for i := range 2 {
+		nc, br := rawUpgrade(t, ts.addr)
+		_ = br
+		f := maskedFrame(0x2, make([]byte, 2<<20))
+		if _, err := nc.Write(f[:len(f)-(100<<10)*(i+1)]); err != nil {
+			t.Fatal(err)
+		}
+		heavy = append(heavy, nc)
+	}
+	rec := ts.logs.waitLog(t, "ws close", map[string]any{"code": 1009})
+	if !strings.Contains(fmt.Sprint(rec["err"]), "memory budget") {
+		t.Fatalf("close line %v, want the memory budget as the cause", rec)
+	}
+	if got := ts.Budget().Evictions(); got != 1 {
+		t.Fatalf("%d evictions, want 1", got)
+	}
+	write(t, good, wsgate.TextMessage, []byte("still served"))
+	if _, p := readNonHeartbeat(t, good); string(p) != "still served" {
+		t.Fatalf("got %q", p)
+	}
+	if n := ts.ConnCount(); n != 2 {
+		t.Fatalf("%d connections open, want 2 (the good one and the lighter heavy one)", n)
 	}
 }
 
@@ -394,7 +433,7 @@ func TestConnectionLogs(t *testing.T) {
 
 func TestGracefulShutdown(t *testing.T) {
 	t.Parallel()
-	ts := startServer(t, Config{Heartbeat: -1, ShutdownTimeout: 5 * time.Second})
+	ts := startServer(t, Config{Heartbeat: -1, ShutdownTimeout: 20 * time.Second})
 	// A small receive queue makes the client stop reading early; a large
 	// send queue lets it keep writing while the server pushes back.
 	c := dial(t, ts.wsURL(), &wsgate.Options{RecvQueueMessages: 4, RecvQueueBytes: 256 << 10, SendQueueBytes: 64 << 20})
@@ -449,8 +488,8 @@ func TestGracefulShutdown(t *testing.T) {
 	if err := ts.stop(t); err != nil {
 		t.Errorf("Serve returned %v, want nil", err)
 	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Errorf("shutdown took %v, longer than its 5s timeout", d)
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("shutdown took %v, longer than its 20s timeout", d)
 	}
 	ts.logs.waitLog(t, "ws close", map[string]any{"code": 1001, "msgs_out": float64(accepted)})
 }
@@ -590,7 +629,7 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	want := Config{
 		Addr: "0.0.0.0:5555", Version: "dev", Heartbeat: time.Second, MaxConns: 10000,
-		MaxMessageSize: 16 << 20, HandshakeTimeout: 10 * time.Second, ShutdownTimeout: 10 * time.Second,
+		MaxMessageSize: 64 << 10, MemoryBudget: 4 << 30, HandshakeTimeout: 10 * time.Second, ShutdownTimeout: 10 * time.Second,
 		PingInterval: wsgate.DefaultPingInterval, PingTimeout: wsgate.DefaultPingTimeout,
 		AllowOrigins: []string{}, AllowedHosts: []string{},
 		ReadTimeout: 15 * time.Second, WriteTimeout: 15 * time.Second, IdleTimeout: time.Minute,
@@ -611,7 +650,7 @@ func TestConfigDefaults(t *testing.T) {
 		t.Errorf("effective allowed hosts on loopback: %q", eff.AllowedHosts)
 	}
 	o := got.wsOptions()
-	if o.ReadLimit != 16<<20 || o.InsecureSkipOriginCheck || o.SendQueueBytes < 2*(16<<20) {
+	if o.ReadLimit != 64<<10 || o.InsecureSkipOriginCheck || o.SendQueueBytes != 128<<10 {
 		t.Errorf("wsOptions = %+v", o)
 	}
 	if o := (Config{PingInterval: -1, AllowOrigins: []string{" *"}}).wsOptions(); o.PingInterval != -1 {
