@@ -88,9 +88,11 @@ type PublishOptions struct {
 // HistoryOptions select publications from a channel's stream.
 type HistoryOptions struct {
 	// Since, when set, selects the publications after Since.Offset, oldest
-	// first (newest first with Reverse). When Since.Epoch differs from the
-	// stream's current epoch the publications of the current epoch are
-	// returned as if Since were nil; callers compare epochs to detect it.
+	// first; with Reverse, the publications before Since.Offset, newest
+	// first (as Centrifugo pages history backwards). When Since.Epoch
+	// differs from the stream's current epoch the publications of the
+	// current epoch are returned as if Since were nil; callers compare
+	// epochs to detect it.
 	Since *StreamPosition
 	// Limit bounds the number of publications returned: -1 means all of
 	// them, 0 means none (only the stream's position).
