@@ -89,6 +89,8 @@ type envOptions struct {
 	sendBytes int
 	sendMsgs  int
 	listener  net.Listener
+	// writeTimeout is the server connections' WriteTimeout; 3s by default.
+	writeTimeout time.Duration
 }
 
 func newEnv(t *testing.T, eo envOptions) *env {
@@ -105,7 +107,8 @@ func newEnv(t *testing.T, eo envOptions) *env {
 		SendQueuePolicy:   wsgate.PolicyDropNewest,
 		SendQueueBytes:    eo.sendBytes,
 		SendQueueMessages: eo.sendMsgs,
-		WriteTimeout:      3 * time.Second,
+		WriteTimeout:      max(eo.writeTimeout, 3*time.Second),
+		CloseTimeout:      max(eo.writeTimeout, 3*time.Second),
 		PingInterval:      -1,
 	}
 	e.srv = httptest.NewUnstartedServer(http.HandlerFunc(e.serve))
