@@ -36,6 +36,11 @@ func (r *replies) flush() {
 	if r.n == 0 {
 		return
 	}
+	if r.s.conn == nil {
+		r.enc.Reset()
+		r.n = 0
+		return
+	}
 	typ := wsgate.TextMessage
 	if r.s.proto == protocol.TypeProtobuf {
 		typ = wsgate.BinaryMessage
