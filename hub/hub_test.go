@@ -249,10 +249,6 @@ func TestSubscribeDuringPublishing(t *testing.T) {
 			e.h.Publish(bg, "hist:busy", []byte(`{}`), PublishOptions{})
 		}
 	}()
-	type got struct {
-		res    *SubscribeResult
-		frames []frame
-	}
 	for round := 0; round < 20; round++ {
 		p := e.connect(dialOptions{})
 		var res *SubscribeResult
