@@ -39,6 +39,7 @@ type Client struct {
 	nextPing  int64 // unix nanoseconds; 0 when pings are off
 	pongDue   int64 // unix nanoseconds; 0 when no pong is awaited
 	pinged    bool  // a ping was sent and not answered yet
+	uidx      int32 // index in the user's client list; guarded by the user shard
 	reason    Disconnect
 }
 
@@ -228,11 +229,13 @@ func (h *Hub) unregister(c *Client, connected bool) {
 	us := h.userShard(c.user)
 	us.mu.Lock()
 	list := us.users[c.user]
-	for i, x := range list {
-		if x == c {
-			list = append(list[:i], list[i+1:]...)
-			break
-		}
+	// Swap with the last: O(1), which matters for the anonymous user's
+	// list of every anonymous connection.
+	if i := int(c.uidx); i < len(list) && list[i] == c {
+		last := list[len(list)-1]
+		list[i], last.uidx = last, int32(i)
+		list[len(list)-1] = nil
+		list = list[:len(list)-1]
 	}
 	if len(list) == 0 {
 		delete(us.users, c.user)
@@ -276,6 +279,7 @@ func (h *Hub) register(c *Client) error {
 	if len(list) == 0 {
 		h.stats.users.Add(1)
 	}
+	c.uidx = int32(len(list))
 	us.users[user] = append(list, c)
 	us.mu.Unlock()
 	h.stats.clients.Add(1)

@@ -34,12 +34,15 @@ func (h *Hub) HandlePublication(name string, pub *broker.Publication, sp broker.
 	var cache codecCache
 	var delivered uint64
 	for _, s := range *subs {
-		if s.state.Load() != subLive {
+		switch s.state.Load() {
+		case subGone:
+			continue
+		case subPending:
 			if s.keep(pub, sp, h.cfg.SyncBufferLimit) {
 				continue
 			}
 			if s.state.Load() != subLive {
-				continue // gone
+				continue // gone meanwhile
 			}
 		}
 		take, gap := s.accept(pub, sp)

@@ -667,3 +667,45 @@ func TestShutdownDrains(t *testing.T) {
 		t.Fatal("Go after Shutdown")
 	}
 }
+
+// Subscribers leave and join a big channel: the list is compacted without
+// losing or repeating anyone.
+func TestChannelChurn(t *testing.T) {
+	cfg := openCfg()
+	cfg.PingInterval = -1
+	e := newEnv(t, envOptions{cfg: cfg})
+	var peers []*peer
+	for i := 0; i < 100; i++ {
+		p := e.connect(dialOptions{})
+		p.subscribe(e.h, SubscribeRequest{Channel: "big"})
+		peers = append(peers, p)
+	}
+	for _, p := range peers[:60] {
+		if err := e.h.Unsubscribe(bg, p.c, "big"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range peers[:10] {
+		p.subscribe(e.h, SubscribeRequest{Channel: "big"})
+	}
+	if chans, _ := e.h.Channels(""); chans["big"] != 50 {
+		t.Fatalf("channels %v", chans)
+	}
+	e.h.Publish(bg, "big", []byte(`1`), PublishOptions{})
+	for i, p := range peers {
+		if i >= 10 && i < 60 {
+			p.none(time.Millisecond)
+			continue
+		}
+		if f := p.next(); f.T != "pub" {
+			t.Fatalf("peer %d: %+v", i, f)
+		}
+	}
+	if st := e.h.Stats(); st.Subscriptions != 50 || st.Deliveries != 50 {
+		t.Fatalf("stats %+v", st)
+	}
+	for _, p := range peers {
+		p.conn.CloseNow()
+	}
+	waitFor(t, "the channel to go", func() bool { return e.h.Stats().Channels == 0 })
+}

@@ -454,11 +454,7 @@ func (h *Hub) Channels(pattern string) (map[string]int, error) {
 				continue
 			}
 		}
-		n := 0
-		if subs := ch.subs.Load(); subs != nil {
-			n = len(*subs)
-		}
-		if n > 0 {
+		if n := ch.live(); n > 0 {
 			out[ch.name] = n
 		}
 	}

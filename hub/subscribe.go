@@ -11,14 +11,24 @@ import (
 )
 
 // channel is a channel with subscribers on this node.
+//
+// Its subscriber list grows in place and is published to deliveries as an
+// immutable prefix (subs): adding a subscriber writes past every published
+// prefix, so readers never race with it, and costs amortized O(1).
+// Removing one only marks it (its state is subGone, deliveries skip it);
+// the list is compacted, into a new array, when the removed ones outnumber
+// the live ones. A channel with many subscribers thus never copies its
+// list per subscribe.
 type channel struct {
 	name string
 	opts *ChannelOptions
 
-	mu   sync.Mutex                      // guards refs and changes of subs
-	subs atomic.Pointer[[]*subscription] // copy on write: deliveries read it without a lock
-	refs int                             // subscriptions, pending ones included
-	dead bool                            // removed from its shard
+	mu   sync.Mutex                      // guards arr, dead, refs, dead and subscription.removed
+	subs atomic.Pointer[[]*subscription] // arr[:n], read by deliveries without a lock
+	arr  []*subscription
+	dead int // removed subscriptions still in arr
+	refs int // live subscriptions, pending ones included
+	gone bool
 
 	subscribed bool // the broker delivers it; guarded by the hub's brokerLock
 
@@ -41,6 +51,7 @@ type subscription struct {
 	chanInfo []byte
 
 	wasLive atomic.Bool // it went live: its end publishes a leave
+	removed bool        // removed from its channel; guarded by ch.mu
 
 	mu       sync.Mutex // guards buf while pending
 	buf      []pendingPub
@@ -547,13 +558,16 @@ func (h *Hub) acquireChannel(name string, o *ChannelOptions) *channel {
 func (ch *channel) add(s *subscription) {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	var next []*subscription
-	if old := ch.subs.Load(); old != nil {
-		next = make([]*subscription, len(*old), len(*old)+1)
-		copy(next, *old)
-	}
-	next = append(next, s)
-	ch.subs.Store(&next)
+	ch.arr = append(ch.arr, s)
+	view := ch.arr[:len(ch.arr):len(ch.arr)]
+	ch.subs.Store(&view)
+}
+
+// live returns the number of subscriptions in the channel.
+func (ch *channel) live() int {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	return len(ch.arr) - ch.dead
 }
 
 // releaseChannel drops s (when not nil) and one reference; the last one
@@ -564,30 +578,29 @@ func (h *Hub) releaseChannel(ctx context.Context, ch *channel, s *subscription) 
 	sh.mu.Lock()
 	ch.mu.Lock()
 	if s != nil {
-		old := ch.subs.Load()
-		found := -1
-		if old != nil {
-			for i, x := range *old {
-				if x == s {
-					found = i
-					break
-				}
-			}
-		}
-		if found < 0 {
+		if s.removed {
 			ch.mu.Unlock()
 			sh.mu.Unlock()
 			return false
 		}
-		next := make([]*subscription, 0, len(*old)-1)
-		next = append(next, (*old)[:found]...)
-		next = append(next, (*old)[found+1:]...)
-		ch.subs.Store(&next)
+		s.removed = true
+		ch.dead++
+		if ch.dead > 16 && ch.dead*2 > len(ch.arr) {
+			next := make([]*subscription, 0, max(len(ch.arr)-ch.dead, 4))
+			for _, x := range ch.arr {
+				if !x.removed {
+					next = append(next, x)
+				}
+			}
+			ch.arr, ch.dead = next, 0
+			view := next[:len(next):len(next)]
+			ch.subs.Store(&view)
+		}
 	}
 	ch.refs--
 	last := ch.refs == 0
 	if last {
-		ch.dead = true
+		ch.gone = true
 		delete(sh.chans, ch.name)
 		h.stats.channels.Add(-1)
 	}
