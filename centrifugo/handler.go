@@ -132,14 +132,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		SendQueueMessages: h.cfg.SendQueueMessages,
 		SendQueueBytes:    h.cfg.SendQueueBytes,
 		SendQueuePolicy:   wsgate.PolicyDropNewest,
+		OnOpen:            s.open,
 		OnMessage:         s.onMessage,
 		OnClose:           s.onClose,
 	}
-	conn, err := wsgate.Upgrade(w, r, &opts)
-	if err != nil {
+	if _, err := wsgate.Upgrade(w, r, &opts); err != nil {
 		h.log.Debug("centrifugo: upgrade refused", "remote", r.RemoteAddr, "err", err)
-		return
 	}
+}
+
+// open runs on the connection's reading goroutine before any message: it
+// registers the hub client.
+func (s *session) open(conn *wsgate.Conn) {
 	if conn.Subprotocol() == SubprotocolProtobuf {
 		s.proto = protocol.TypeProtobuf
 	}
@@ -147,7 +151,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.proto == protocol.TypeProtobuf {
 		codec = protobufCodec
 	}
-	c := h.cfg.Hub.NewClient(conn, codec)
+	c := s.h.cfg.Hub.NewClient(conn, codec)
 	if c == nil {
 		conn.CloseWithStatus(wsgate.StatusCode(hub.DisconnectShutdown.Code), hub.DisconnectShutdown.Reason)
 		return
@@ -163,7 +167,6 @@ type session struct {
 	mu        sync.Mutex
 	c         *hub.Client
 	conn      *wsgate.Conn
-	early     [][]byte // frames received before attach
 	queue     [][]byte // frames waiting for the worker
 	running   bool     // a worker goroutine is serving queue
 	gone      bool     // the connection ended
@@ -172,21 +175,11 @@ type session struct {
 	connected bool
 }
 
-// attach binds the session to its hub client once Upgrade returned; frames
-// and a close that arrived before are handled now.
+// attach binds the session to its hub client.
 func (s *session) attach(c *hub.Client) {
 	s.mu.Lock()
 	s.c, s.conn = c, c.Conn()
-	early := s.early
-	s.early = nil
-	gone, err := s.gone, s.goneErr
 	s.mu.Unlock()
-	for _, f := range early {
-		s.enqueue(f)
-	}
-	if gone {
-		c.Finish(err)
-	}
 }
 
 func (s *session) onClose(_ *wsgate.Conn, err error) {
@@ -206,9 +199,7 @@ func (s *session) onMessage(_ *wsgate.Conn, _ wsgate.MessageType, data []byte) {
 	s.mu.Lock()
 	c := s.c
 	if c == nil {
-		if len(s.early) < 4 {
-			s.early = append(s.early, append([]byte(nil), data...))
-		}
+		// OnOpen found the hub shutting down and closed the connection.
 		s.mu.Unlock()
 		return
 	}
