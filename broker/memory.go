@@ -87,8 +87,12 @@ type memStream struct {
 }
 
 // memSub orders deliveries of one subscribed channel: each delivery takes a
-// ticket under the shard lock and waits for its turn without it.
+// ticket under the shard lock and waits for its turn without it. It stays
+// in the shard while deliveries are in flight, even unsubscribed, so that a
+// quick resubscription keeps the order.
 type memSub struct {
+	active bool // guarded by the shard lock
+
 	mu     sync.Mutex
 	cond   sync.Cond
 	issued uint64
@@ -284,11 +288,13 @@ func (m *Memory) Subscribe(_ context.Context, ch string) error {
 	s := m.shard(ch)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.subs[ch] == nil {
-		sub := &memSub{}
+	sub := s.subs[ch]
+	if sub == nil {
+		sub = &memSub{}
 		sub.cond.L = &sub.mu
 		s.subs[ch] = sub
 	}
+	sub.active = true
 	return nil
 }
 
@@ -297,8 +303,25 @@ func (m *Memory) Unsubscribe(_ context.Context, ch string) error {
 	s := m.shard(ch)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.subs, ch)
+	if sub := s.subs[ch]; sub != nil {
+		sub.active = false
+		s.dropIdleLocked(ch, sub)
+	}
 	return nil
+}
+
+// dropIdleLocked forgets an unsubscribed channel without deliveries in
+// flight.
+func (s *memShard) dropIdleLocked(ch string, sub *memSub) {
+	if sub.active {
+		return
+	}
+	sub.mu.Lock()
+	idle := sub.issued == sub.served
+	sub.mu.Unlock()
+	if idle && s.subs[ch] == sub {
+		delete(s.subs, ch)
+	}
 }
 
 // Publish stores data in ch's stream when opts.HistorySize > 0 and
@@ -347,7 +370,7 @@ func (m *Memory) Publish(ctx context.Context, ch string, data []byte, opts Publi
 	sub, ticket := s.ticketLocked(ch)
 	s.mu.Unlock()
 	if sub != nil {
-		sub.deliver(ticket, func(h EventHandler) { h.HandlePublication(ch, pub, pos) }, m)
+		sub.deliver(ticket, func(h EventHandler) { h.HandlePublication(ch, pub, pos) }, m, s, ch)
 	}
 	return pos, nil
 }
@@ -356,7 +379,7 @@ func (m *Memory) Publish(ctx context.Context, ch string, data []byte, opts Publi
 // did not subscribe to ch.
 func (s *memShard) ticketLocked(ch string) (*memSub, uint64) {
 	sub := s.subs[ch]
-	if sub == nil {
+	if sub == nil || !sub.active {
 		return nil, 0
 	}
 	sub.mu.Lock()
@@ -368,7 +391,7 @@ func (s *memShard) ticketLocked(ch string) (*memSub, uint64) {
 
 // deliver waits for ticket's turn, runs f with the handler (when
 // deliveries are on) and lets the next ticket go.
-func (sub *memSub) deliver(ticket uint64, f func(EventHandler), m *Memory) {
+func (sub *memSub) deliver(ticket uint64, f func(EventHandler), m *Memory, s *memShard, ch string) {
 	sub.mu.Lock()
 	for sub.served != ticket {
 		sub.cond.Wait()
@@ -379,6 +402,9 @@ func (sub *memSub) deliver(ticket uint64, f func(EventHandler), m *Memory) {
 		sub.served++
 		sub.mu.Unlock()
 		sub.cond.Broadcast()
+		s.mu.Lock()
+		s.dropIdleLocked(ch, sub)
+		s.mu.Unlock()
 	}()
 	if h := m.deliverer(); h != nil {
 		f(h)
@@ -404,7 +430,7 @@ func (m *Memory) publishPresenceEvent(ctx context.Context, ch string, f func(Eve
 	sub, ticket := s.ticketLocked(ch)
 	s.mu.Unlock()
 	if sub != nil {
-		sub.deliver(ticket, f, m)
+		sub.deliver(ticket, f, m, s, ch)
 	}
 	return nil
 }

@@ -505,3 +505,49 @@ func TestMemoryLifecycle(t *testing.T) {
 		t.Fatal("publish with a cancelled context succeeded")
 	}
 }
+
+// A channel unsubscribed and subscribed again while a delivery is in
+// flight keeps its order.
+func TestMemoryResubscribeKeepsOrder(t *testing.T) {
+	rec := newRecorder()
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	rec.onPub = func(ch string, pub *Publication) {
+		if pub.Offset == 1 {
+			entered <- struct{}{}
+			<-release
+		}
+	}
+	m := runMemory(t, MemoryConfig{}, rec)
+	m.Subscribe(ctx, "ch")
+	done := make(chan struct{})
+	go func() {
+		m.Publish(ctx, "ch", []byte(`1`), histOpts(10))
+		close(done)
+	}()
+	<-entered
+	m.Unsubscribe(ctx, "ch")
+	m.Subscribe(ctx, "ch")
+	second := make(chan struct{})
+	go func() {
+		m.Publish(ctx, "ch", []byte(`2`), histOpts(10))
+		close(second)
+	}()
+	select {
+	case <-second:
+		t.Fatal("the second publication was delivered before the first")
+	case <-time.After(20 * time.Millisecond):
+	}
+	close(release)
+	<-done
+	<-second
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if fmt.Sprint(rec.pubs["ch"]) != "[1 2]" {
+		t.Fatalf("order %v", rec.pubs["ch"])
+	}
+	m.Unsubscribe(ctx, "ch")
+	if len(m.shard("ch").subs) != 0 {
+		t.Fatal("an idle unsubscribed channel was kept")
+	}
+}
