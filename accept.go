@@ -40,6 +40,10 @@ func acceptKey(key string) string {
 // Callbacks may run before Upgrade returns; Options.OnOpen runs first.
 func Upgrade(w http.ResponseWriter, r *http.Request, opts *Options) (*Conn, error) {
 	cfg := newConfig(opts)
+	if cfg.err != nil {
+		http.Error(w, "WebSocket endpoint misconfigured", http.StatusInternalServerError)
+		return nil, cfg.err
+	}
 	if err := checkUpgrade(w, r); err != nil {
 		return nil, err
 	}
@@ -314,8 +318,15 @@ const (
 // Conn, like the tutorial's InitConnection. No extension and no subprotocol
 // are assumed. Bytes the handshake code read past the handshake must be
 // supplied first by nc's Read.
+//
+// Wrap panics if opts is invalid (a SlowConsumerStatus that cannot be
+// sent), as Upgrade and Dial would fail.
 func Wrap(nc net.Conn, role Role, opts *Options) *Conn {
-	c := newConn(nc, role == RoleServer, newConfig(opts), "", nil)
+	cfg := newConfig(opts)
+	if cfg.err != nil {
+		panic(cfg.err)
+	}
+	c := newConn(nc, role == RoleServer, cfg, "", nil)
 	if err := c.attach(nc); err != nil {
 		// No event loop for it: a reader goroutine serves it instead.
 		c.nt = &netTransport{nc: nc, resume: make(chan struct{}, 1)}

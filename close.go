@@ -205,7 +205,8 @@ func (c *Conn) finish() {
 	if c.inflight == 0 {
 		c.releaseOutLocked()
 	}
-	c.out, c.outOff, c.marks = nil, 0, nil
+	c.releaseMarksLocked()
+	c.out, c.outOff = nil, 0
 	c.qMsgs, c.qBytes = 0, 0
 	c.outStuck = false
 	err := c.cause

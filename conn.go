@@ -72,6 +72,7 @@ type Conn struct {
 	writing      bool    // a goroutine is writing out to a net.Conn
 	corked       bool    // the loop is processing input: flush after it
 	outStuck     bool    // output backlog is over outPauseBytes: reading waits
+	flushPosted  bool    // a flush task is on its way to the loop
 	out          []byte  // encoded frames not yet written; out[:outOff] is written
 	outOff       int     // bytes of out already written
 	inflight     int     // end of the region a reader goroutine is writing, 0 when none
@@ -130,11 +131,12 @@ func (c *Conn) extLocked() *connExt {
 
 // qmark records where a queued frame lies in out.
 type qmark struct {
-	start int // negative when the frame began in bytes already dropped from out
-	end   int
-	size  int  // payload bytes for a data frame, -1 for a control frame
-	op    byte // the frame's opcode
-	frag  bool // part of a fragmented message: never dropped alone
+	start  int // negative when the frame began in bytes already dropped from out
+	end    int
+	size   int   // payload bytes for a data frame, -1 for a control frame
+	op     byte  // the frame's opcode
+	frag   bool  // part of a fragmented message: never dropped alone
+	joined uint8 // messages in the frame beyond the first (JoinSeparator)
 }
 
 // Stats is a snapshot of a connection's counters.

@@ -59,6 +59,9 @@ func Dial(ctx context.Context, rawURL string, opts *Options) (*Conn, error) {
 // failed handshake's body is in the *HandshakeError).
 func DialWithResponse(ctx context.Context, rawURL string, opts *Options) (*Conn, *http.Response, error) {
 	cfg := newConfig(opts)
+	if cfg.err != nil {
+		return nil, nil, cfg.err
+	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, nil, fmt.Errorf("wsgate: dial: %w", err)

@@ -38,6 +38,7 @@ const (
 	taskAdd    taskKind = iota // start serving c
 	taskClose                  // close c's descriptor and finish c
 	taskResume                 // c may read again: its receive queue or its output has room
+	taskFlush                  // write c's queue (Enqueue)
 	taskStop                   // no connection is left: exit
 )
 
@@ -228,26 +229,45 @@ func (c *Conn) run(nc net.Conn, leftover []byte) {
 	go c.readNet(leftover)
 }
 
-// Pools of buffers for queued frames and compressed payloads.
+// Pools of buffers for queued frames (two sizes: a small one for the
+// usual burst of pushes, a large one for bigger backlogs) and for
+// compressed payloads. The frame buffers are pooled as array pointers, so
+// that giving one back allocates nothing.
 var (
-	outPool sync.Pool // *[]byte
-	bufPool sync.Pool // *[]byte
+	outSmall sync.Pool // *[outSmallSize]byte
+	outLarge sync.Pool // *[outLargeSize]byte
+	bufPool  sync.Pool // *[]byte
 )
 
+const (
+	outSmallSize = 4 << 10
+	outLargeSize = 32 << 10
+)
+
+// getOut returns an empty buffer with room for at least n bytes.
 func getOut(n int) []byte {
-	if n <= 32<<10 {
-		if p, ok := outPool.Get().(*[]byte); ok {
-			return (*p)[:0]
+	switch {
+	case n <= outSmallSize:
+		if p, ok := outSmall.Get().(*[outSmallSize]byte); ok {
+			return p[:0]
 		}
-		return make([]byte, 0, 32<<10)
+		return new([outSmallSize]byte)[:0]
+	case n <= outLargeSize:
+		if p, ok := outLarge.Get().(*[outLargeSize]byte); ok {
+			return p[:0]
+		}
+		return new([outLargeSize]byte)[:0]
 	}
 	return make([]byte, 0, n)
 }
 
+// putOut gives a buffer from getOut back.
 func putOut(b []byte) {
-	if cap(b) == 32<<10 {
-		b = b[:0]
-		outPool.Put(&b)
+	switch cap(b) {
+	case outSmallSize:
+		outSmall.Put((*[outSmallSize]byte)(b[:outSmallSize]))
+	case outLargeSize:
+		outLarge.Put((*[outLargeSize]byte)(b[:outLargeSize]))
 	}
 }
 

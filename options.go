@@ -3,10 +3,12 @@ package wsgate
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
 	"time"
+	"unicode/utf8"
 )
 
 // MessageType is the type of a WebSocket data message.
@@ -139,6 +141,25 @@ type Options struct {
 	// Defaults to PolicyClose; see QueuePolicy.
 	SendQueuePolicy QueuePolicy
 
+	// JoinSeparator, when non-nil, lets a server connection that is behind
+	// send several queued messages as one: a data message queued right
+	// behind another of the same type that has not started to go out is
+	// appended to it, after JoinSeparator. It is for protocols that frame
+	// their own messages inside a WebSocket message, where fewer, larger
+	// frames cost a slow reader less (Centrifugo's JSON protocol separates
+	// messages with a newline; its Protobuf protocol length-prefixes them,
+	// so an empty, non-nil separator). A joined frame carries at most 64
+	// messages and 32 KiB. nil, the default, keeps every message in a frame
+	// of its own; compressed connections never join.
+	JoinSeparator []byte
+
+	// SlowConsumerStatus and SlowConsumerReason are the close code and
+	// reason PolicyClose sends to a peer that reads too slowly. Defaults:
+	// 1008 (policy violation) and "slow consumer". Protocols with codes of
+	// their own set them (Centrifugo's clients expect 3008 "slow").
+	SlowConsumerStatus StatusCode
+	SlowConsumerReason string
+
 	// RecvQueueMessages and RecvQueueBytes bound the received messages
 	// waiting for Read or ReadMessage. When the queue is full the connection
 	// stops reading from the socket (TCP flow control pushes back on the
@@ -233,6 +254,7 @@ type config struct {
 	Options
 	readLimit int64 // -1 for none
 	keepalive bool
+	err       error // an invalid option; Upgrade and Dial refuse to run with it
 }
 
 // connConfig is what a connection needs after the handshake: kept small,
@@ -249,6 +271,9 @@ type connConfig struct {
 	RecvQueueMessages int
 	RecvQueueBytes    int
 	SendQueuePolicy   QueuePolicy
+	slowStatus        StatusCode
+	slowReason        string
+	joinSep           []byte
 	keepalive         bool
 	OnOpen            func(c *Conn)
 	OnMessage         func(c *Conn, typ MessageType, data []byte)
@@ -268,6 +293,9 @@ func (c *config) conn() *connConfig {
 		RecvQueueMessages: c.RecvQueueMessages,
 		RecvQueueBytes:    c.RecvQueueBytes,
 		SendQueuePolicy:   c.SendQueuePolicy,
+		slowStatus:        c.SlowConsumerStatus,
+		slowReason:        c.SlowConsumerReason,
+		joinSep:           c.JoinSeparator,
 		keepalive:         c.keepalive,
 		OnOpen:            c.OnOpen,
 		OnMessage:         c.OnMessage,
@@ -299,6 +327,15 @@ func newConfig(o *Options) *config {
 	}
 	if c.CloseTimeout <= 0 {
 		c.CloseTimeout = DefaultCloseTimeout
+	}
+	if c.SlowConsumerStatus == 0 {
+		c.SlowConsumerStatus = StatusPolicyViolation
+		if c.SlowConsumerReason == "" {
+			c.SlowConsumerReason = "slow consumer"
+		}
+	}
+	if !validWireCode(c.SlowConsumerStatus) || len(c.SlowConsumerReason) > maxControlLength-2 || !utf8.ValidString(c.SlowConsumerReason) {
+		c.err = fmt.Errorf("wsgate: invalid options: SlowConsumerStatus %d with reason %q cannot be sent in a close frame", int(c.SlowConsumerStatus), c.SlowConsumerReason)
 	}
 	switch {
 	case c.MessageTimeout == 0:

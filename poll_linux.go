@@ -227,6 +227,12 @@ func (l *loop) runTasks(now int64) bool {
 			if t.c.fd >= 0 && t.c.fd < len(l.conns) && l.conns[t.c.fd] == t.c {
 				l.serve(t.c, 0, now)
 			}
+		case taskFlush:
+			c := t.c
+			c.mu.Lock()
+			c.flushPosted = false
+			c.flushLocked(false)
+			c.mu.Unlock()
 		case taskStop:
 			stop = true
 		}

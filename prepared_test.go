@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/wsgate/wsgate"
@@ -68,5 +70,110 @@ func TestWritePreparedAfterCloseFails(t *testing.T) {
 	server.Close()
 	if err := server.WritePrepared(context.Background(), pm); !errors.Is(err, wsgate.ErrClosed) {
 		t.Fatalf("err = %v, want ErrClosed", err)
+	}
+}
+
+// Enqueue writes soon after, without the caller writing; messages queued
+// while the peer is behind share frames when the connection joins them.
+func TestEnqueueJoinsWhenBehind(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		sep  []byte
+	}{{"no joining", nil}, {"newline", []byte("\n")}, {"no separator", []byte{}}} {
+		sep := tc.sep
+		t.Run(tc.name, func(t *testing.T) {
+			url, conns := testServer(t, &wsgate.Options{JoinSeparator: sep, PingInterval: -1, SendQueueMessages: 4096})
+			peer := rawDial(t, url)
+			server := <-conns
+			t.Cleanup(func() { server.CloseNow() })
+			var want []string
+			for i := range 2000 {
+				msg := fmt.Sprintf(`{"n":%d}`, i)
+				want = append(want, msg)
+				pm, _ := wsgate.NewPreparedMessage(wsgate.TextMessage, []byte(msg))
+				if err := server.Enqueue(context.Background(), pm); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var got []string
+			frames := 0
+			for len(got) < len(want) {
+				op, p, err := peer.next()
+				if err != nil {
+					t.Fatalf("after %d messages: %v", len(got), err)
+				}
+				if op != 0x1 {
+					t.Fatalf("opcode %d", op)
+				}
+				frames++
+				switch {
+				case sep == nil:
+					got = append(got, string(p))
+				case len(sep) == 0:
+					// Without a separator the protocol frames its messages;
+					// here each ends with '}'.
+					for _, m := range strings.SplitAfter(string(p), "}") {
+						if m != "" {
+							got = append(got, m)
+						}
+					}
+				default:
+					got = append(got, strings.Split(string(p), string(sep))...)
+				}
+			}
+			if strings.Join(got, " ") != strings.Join(want, " ") {
+				t.Fatalf("messages differ: got %d, first %q", len(got), got[:3])
+			}
+			if sep == nil && frames != len(want) {
+				t.Fatalf("%d frames for %d messages without joining", frames, len(want))
+			}
+			if sep != nil && frames >= len(want) {
+				t.Fatalf("%d frames for %d messages: nothing was joined", frames, len(want))
+			}
+			t.Logf("%d messages in %d frames", len(want), frames)
+		})
+	}
+}
+
+// Joined frames respect the bounds and keep working across header sizes
+// (payloads crossing 125 and 65535 bytes) on a compression-free server.
+func TestJoinAcrossHeaderSizes(t *testing.T) {
+	server, client := pair(t, &wsgate.Options{JoinSeparator: []byte("|"), PingInterval: -1}, &wsgate.Options{ReadLimit: 1 << 20})
+	var all []string
+	for i := range 500 {
+		msg := strings.Repeat(string(rune('a'+i%26)), 1+i%300)
+		all = append(all, msg)
+		pm, _ := wsgate.NewPreparedMessage(wsgate.TextMessage, []byte(msg))
+		if err := server.Enqueue(context.Background(), pm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	for len(got) < len(all) {
+		_, p := read(t, client)
+		if len(p) > 32<<10 {
+			t.Fatalf("a joined frame of %d bytes, over 32 KiB", len(p))
+		}
+		got = append(got, strings.Split(string(p), "|")...)
+	}
+	if strings.Join(got, "|") != strings.Join(all, "|") {
+		t.Fatal("messages differ")
+	}
+}
+
+// PolicyClose closes with the configured code and reason.
+func TestSlowConsumerStatus(t *testing.T) {
+	c := stalledServerConn(t, &wsgate.Options{SendQueueMessages: 4, SendQueueBytes: 64 << 10, PingInterval: -1,
+		SlowConsumerStatus: 3008, SlowConsumerReason: "slow"})
+	err := fill(t, c, context.Background())
+	if !errors.Is(err, wsgate.ErrSlowConsumer) {
+		t.Fatalf("got %v", err)
+	}
+	c.CloseNow()
+	if ce := closeErr(t, c); ce.Code != 3008 || ce.Reason != "slow" {
+		t.Fatalf("got %v, want 3008 slow", ce)
+	}
+	if _, err := wsgate.Dial(context.Background(), "ws://127.0.0.1:1/", &wsgate.Options{SlowConsumerStatus: 1005}); err == nil || !strings.Contains(err.Error(), "SlowConsumerStatus") {
+		t.Fatalf("an unsendable code was accepted: %v", err)
 	}
 }

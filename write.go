@@ -3,6 +3,7 @@ package wsgate
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -116,7 +117,7 @@ func (c *Conn) writeDirectLocked(op byte, rsv1 bool, p, frame []byte, size int) 
 	c.qMsgs++
 	c.qBytes += size
 	// The frame's start lies before out: it is partly written.
-	c.marks = append(c.marks, qmark{start: start - n, end: len(c.out), size: size, op: op})
+	c.addMarkLocked(qmark{start: start - n, end: len(c.out), size: size, op: op})
 	c.outBacklogLocked()
 	return nil
 }
@@ -188,7 +189,7 @@ func (c *Conn) waitRoomLocked(ctx context.Context, size int, owner *messageWrite
 				return err
 			}
 		default: // PolicyClose
-			c.failLocked(StatusPolicyViolation, ErrSlowConsumer, "slow consumer")
+			c.failLocked(c.cfg.slowStatus, ErrSlowConsumer, c.cfg.slowReason)
 			err := &closedErr{op: "write", cause: c.cause}
 			c.mu.Unlock()
 			return err
@@ -217,15 +218,11 @@ func (c *Conn) growOutLocked(n int) {
 	}
 	old := c.out
 	need := len(old) + n
-	var nb []byte
-	if len(old) == 0 {
-		nb = getOut(need)
-	} else {
-		// Doubling, but not far past what the queue may hold: a slow peer's
-		// buffer stays near its bound.
-		nb = make([]byte, len(old), max(need, min(2*cap(old), c.cfg.SendQueueBytes+64<<10)))
-		copy(nb, old)
-	}
+	// Doubling, but not far past what the queue may hold: a slow peer's
+	// buffer stays near its bound.
+	nb := getOut(max(need, min(2*cap(old), c.cfg.SendQueueBytes+64<<10)))
+	nb = nb[:len(old)]
+	copy(nb, old)
 	if c.inflight == 0 {
 		putOut(old)
 	}
@@ -238,6 +235,9 @@ func (c *Conn) growOutLocked(n int) {
 // appendFrameLocked encodes a frame at the end of out. size is the payload's
 // size for accounting, -1 for control frames.
 func (c *Conn) appendFrameLocked(fin, rsv1 bool, op byte, p []byte, size int, frag bool) {
+	if fin && !rsv1 && !frag && size >= 0 && c.tryJoinLocked(op, p, size) {
+		return
+	}
 	var key uint32
 	masked := !c.server
 	if masked {
@@ -259,12 +259,17 @@ func (c *Conn) appendFrameLocked(fin, rsv1 bool, op byte, p []byte, size int, fr
 		c.qMsgs++
 		c.qBytes += size
 	}
-	c.marks = append(c.marks, qmark{start: start, end: len(c.out), size: size, op: op, frag: frag})
+	c.addMarkLocked(qmark{start: start, end: len(c.out), size: size, op: op, frag: frag})
 	c.outBacklogLocked()
 }
 
 // appendEncodedLocked queues an encoded frame of a data message.
 func (c *Conn) appendEncodedLocked(op byte, frame []byte, size int) {
+	if frame[0]&rsv1Bit == 0 {
+		if h := headerLen(frame[0], frame[1]); c.tryJoinLocked(op, frame[h:], size) {
+			return
+		}
+	}
 	c.growOutLocked(len(frame))
 	if c.outOff == len(c.out) {
 		c.lastProgress = nanotime()
@@ -273,8 +278,101 @@ func (c *Conn) appendEncodedLocked(op byte, frame []byte, size int) {
 	c.out = append(c.out, frame...)
 	c.qMsgs++
 	c.qBytes += size
-	c.marks = append(c.marks, qmark{start: start, end: len(c.out), size: size, op: op})
+	c.addMarkLocked(qmark{start: start, end: len(c.out), size: size, op: op})
 	c.outBacklogLocked()
+}
+
+// Bounds of a joined frame (Options.JoinSeparator).
+const (
+	maxJoined    = 63 // messages beyond the first
+	maxJoinBytes = 32 << 10
+)
+
+// tryJoinLocked appends the payload p of a data message to the last queued
+// frame when the connection allows joining (Options.JoinSeparator), that
+// frame is a whole message of the same type that has not started to go out,
+// and the result stays within the bounds. It reports whether it did.
+func (c *Conn) tryJoinLocked(op byte, p []byte, size int) bool {
+	sep := c.cfg.joinSep
+	if sep == nil || !c.server || c.deflate != nil || len(c.marks) == 0 {
+		return false
+	}
+	m := &c.marks[len(c.marks)-1]
+	if m.op != op || m.frag || m.size < 0 || m.joined >= maxJoined || m.start < c.outOff || m.start < c.inflight {
+		return false
+	}
+	h := headerLen(c.out[m.start], c.out[m.start+1])
+	oldLen := m.end - m.start - h
+	newLen := oldLen + len(sep) + len(p)
+	if newLen > maxJoinBytes {
+		return false
+	}
+	var hb [maxHeaderLen]byte
+	nh := putHeader(hb[:], true, false, op, newLen, false, 0)
+	c.growOutLocked(nh - h + len(sep) + len(p))
+	m = &c.marks[len(c.marks)-1] // growing may have moved the buffer's contents
+	start := m.start
+	if nh != h {
+		c.out = c.out[:len(c.out)+nh-h]
+		copy(c.out[start+nh:], c.out[start+h:start+h+oldLen])
+	}
+	copy(c.out[start:], hb[:nh])
+	c.out = append(c.out, sep...)
+	c.out = append(c.out, p...)
+	m.end = len(c.out)
+	m.size += size
+	m.joined++
+	c.qBytes += size
+	c.outBacklogLocked()
+	return true
+}
+
+// Enqueue queues pm behind what is queued and returns without writing it:
+// the connection writes it soon after (its event loop, or a writer
+// goroutine on other transports), together with whatever else was queued
+// meanwhile. A broadcast that enqueues each of a burst of messages to many
+// connections therefore costs one system call per connection for the
+// burst, where WritePrepared costs one per message; with JoinSeparator set,
+// the burst also goes out in fewer frames. The queue policy applies as for
+// Write; ctx only matters for PolicyBlock.
+func (c *Conn) Enqueue(ctx context.Context, pm *PreparedMessage) error {
+	if !c.server {
+		return c.WritePrepared(ctx, pm)
+	}
+	frame := pm.frame
+	if c.deflate != nil {
+		frame = pm.deflatedFrame(c.deflate)
+	}
+	size := len(pm.data)
+	c.mu.Lock()
+	if err := c.waitRoomLocked(ctx, size, nil); err != nil {
+		return err // waitRoomLocked unlocked
+	}
+	c.msgsOut.Add(1)
+	c.bytesOut.Add(uint64(size))
+	c.appendEncodedLocked(byte(pm.typ), frame, size)
+	c.flushSoonLocked()
+	c.mu.Unlock()
+	c.budgetCheck()
+	return nil
+}
+
+// flushSoonLocked arranges for the queue to be written without writing it
+// now: a flush task for the event loop (one at a time), or a writer
+// goroutine on the net.Conn transport. A corked connection is flushed when
+// its loop uncorks it.
+func (c *Conn) flushSoonLocked() {
+	if c.phase >= phaseDown || c.corked || c.outOff == len(c.out) {
+		return
+	}
+	if c.fd < 0 {
+		c.flushLocked(false)
+		return
+	}
+	if !c.flushPosted {
+		c.flushPosted = true
+		c.loop.post(task{c: c, kind: taskFlush})
+	}
 }
 
 // outPauseBytes is how much unsent output makes an event loop stop reading
@@ -321,9 +419,7 @@ func (c *Conn) advanceLocked(n int) {
 	}
 	if c.outOff == len(c.out) && c.inflight == 0 {
 		c.releaseOutLocked()
-		if cap(c.marks) > 64 {
-			c.marks = nil
-		}
+		c.releaseMarksLocked()
 	}
 	if c.outStuck && len(c.out)-c.outOff < c.outPauseBytes()/2 {
 		c.outStuck = false
@@ -342,6 +438,32 @@ func (c *Conn) advanceLocked(n int) {
 			c.halfCloseLocked()
 		}
 	}
+}
+
+// marksPool holds the usual size of a queue's marks, as array pointers (a
+// Put allocates nothing). An idle connection holds none.
+var marksPool sync.Pool // *[marksSize]qmark
+
+const marksSize = 64
+
+// addMarkLocked records a queued frame.
+func (c *Conn) addMarkLocked(m qmark) {
+	if c.marks == nil {
+		if p, ok := marksPool.Get().(*[marksSize]qmark); ok {
+			c.marks = p[:0]
+		} else {
+			c.marks = new([marksSize]qmark)[:0]
+		}
+	}
+	c.marks = append(c.marks, m)
+}
+
+// releaseMarksLocked gives the marks of a drained queue back.
+func (c *Conn) releaseMarksLocked() {
+	if cap(c.marks) == marksSize {
+		marksPool.Put((*[marksSize]qmark)(c.marks[:marksSize]))
+	}
+	c.marks = nil
 }
 
 // releaseOutLocked gives the drained send buffer back.

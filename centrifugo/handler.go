@@ -14,6 +14,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -119,6 +120,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := &session{h: h, proto: protocol.TypeJSON}
 	if q := r.URL.Query(); q.Get("format") == "protobuf" || q.Get("cf_protocol") == "protobuf" {
 		s.proto = protocol.TypeProtobuf
+	} else if !offers(r, SubprotocolJSON) && offers(r, SubprotocolProtobuf) {
+		s.proto = protocol.TypeProtobuf // what Upgrade will choose
+	}
+	// A subscriber that is behind gets its queued pushes in fewer frames:
+	// one per line in JSON, length-prefixed in Protobuf, as Centrifugo
+	// sends them.
+	join := []byte("\n")
+	if s.proto == protocol.TypeProtobuf {
+		join = []byte{}
 	}
 	opts := wsgate.Options{
 		OriginPatterns:          h.cfg.OriginPatterns,
@@ -131,14 +141,30 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		WriteTimeout:      h.cfg.WriteTimeout,
 		SendQueueMessages: h.cfg.SendQueueMessages,
 		SendQueueBytes:    h.cfg.SendQueueBytes,
-		SendQueuePolicy:   wsgate.PolicyDropNewest,
-		OnOpen:            s.open,
-		OnMessage:         s.onMessage,
-		OnClose:           s.onClose,
+		// Over its queue a subscriber is closed the way Centrifugo does.
+		SendQueuePolicy:    wsgate.PolicyClose,
+		SlowConsumerStatus: wsgate.StatusCode(hub.DisconnectSlow.Code),
+		SlowConsumerReason: hub.DisconnectSlow.Reason,
+		JoinSeparator:      join,
+		OnOpen:             s.open,
+		OnMessage:          s.onMessage,
+		OnClose:            s.onClose,
 	}
 	if _, err := wsgate.Upgrade(w, r, &opts); err != nil {
 		h.log.Debug("centrifugo: upgrade refused", "remote", r.RemoteAddr, "err", err)
 	}
+}
+
+// offers reports whether the request offers the subprotocol sub.
+func offers(r *http.Request, sub string) bool {
+	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(v, ",") {
+			if strings.TrimSpace(p) == sub {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // open runs on the connection's reading goroutine before any message: it

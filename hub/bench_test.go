@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"bytes"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -29,7 +30,9 @@ func benchmarkBroadcast(b *testing.B, subs int) {
 	var got atomic.Int64
 	var conns []*wsgate.Conn
 	for i := 0; i < subs; i++ {
-		conn, err := wsgate.Dial(bg, url, &wsgate.Options{PingInterval: -1, OnMessage: func(*wsgate.Conn, wsgate.MessageType, []byte) { got.Add(1) }})
+		conn, err := wsgate.Dial(bg, url, &wsgate.Options{PingInterval: -1, OnMessage: func(_ *wsgate.Conn, _ wsgate.MessageType, p []byte) {
+			got.Add(1 + int64(bytes.Count(p, []byte{'\n'}))) // pushes queued behind each other share a frame
+		}})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -311,6 +311,19 @@ func (c *Client) writePrepared(pm *wsgate.PreparedMessage) bool {
 	return true
 }
 
+// enqueuePrepared queues pm for the client without writing it now (a
+// broadcast): the connection writes a burst of them in one system call.
+func (c *Client) enqueuePrepared(pm *wsgate.PreparedMessage) bool {
+	if c.conn == nil {
+		return true
+	}
+	if err := c.conn.Enqueue(context.Background(), pm); err != nil {
+		c.writeFailed(err)
+		return false
+	}
+	return true
+}
+
 // writeFailed handles a failed write: a full queue means a slow consumer.
 func (c *Client) writeFailed(err error) {
 	if errors.Is(err, wsgate.ErrQueueFull) || errors.Is(err, wsgate.ErrSlowConsumer) {

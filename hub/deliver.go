@@ -58,7 +58,7 @@ func (h *Hub) HandlePublication(name string, pub *broker.Publication, sp broker.
 			s.client.Disconnect(DisconnectInappropriateProtocol)
 			continue
 		}
-		if s.client.writePrepared(pm) {
+		if s.client.enqueuePrepared(pm) {
 			delivered++
 		}
 	}
@@ -111,7 +111,7 @@ func (h *Hub) pushPresence(name string, enc func(Codec) ([]byte, error)) {
 			continue
 		}
 		if pm := cache.get(s.client.codec, enc); pm != nil {
-			s.client.writePrepared(pm)
+			s.client.enqueuePrepared(pm)
 		}
 	}
 }
