@@ -51,10 +51,14 @@ const (
 
 // NewClient registers a client for conn, whose frames codec encodes. The
 // client must Connect within Config.StaleCloseDelay or it is closed with
-// DisconnectStale. conn should use wsgate.PolicyDropNewest: a full send
-// queue then makes the hub disconnect the client with DisconnectSlow, as
-// Centrifugo does, instead of the Conn's own 1008. NewClient returns nil
-// after Shutdown has started; close conn with DisconnectShutdown then.
+// DisconnectStale. conn should close slow consumers with the protocol's
+// code (wsgate.Options.SlowConsumerStatus, DisconnectSlow's code for
+// Centrifugo's clients); the hub counts them in Stats.SlowDisconnects. With
+// PolicyDropNewest instead, a full send queue makes the hub disconnect the
+// client with DisconnectSlow itself. Broadcasts are enqueued
+// (wsgate.Conn.Enqueue), so Options.JoinSeparator lets a subscriber that is
+// behind receive them in fewer frames. NewClient returns nil after Shutdown
+// has started; close conn with DisconnectShutdown then.
 func (h *Hub) NewClient(conn *wsgate.Conn, codec Codec) *Client {
 	c := &Client{hub: h, conn: conn, codec: codec, id: newID(), createdAt: time.Now().UnixNano()}
 	if h.isClosing() {
