@@ -44,6 +44,36 @@ func Upgrade(w http.ResponseWriter, r *http.Request, opts *Options) (*Conn, erro
 		http.Error(w, "WebSocket endpoint misconfigured", http.StatusInternalServerError)
 		return nil, cfg.err
 	}
+	return upgrade(w, r, cfg)
+}
+
+// Upgrader upgrades requests with one set of options that all of its
+// connections share: for a server with many connections it saves the
+// per-connection copy of the options that Upgrade makes (a few hundred
+// bytes each) and their validation on every request. Callbacks see which
+// connection they serve through their *Conn argument and its Value.
+//
+// An Upgrader is safe for concurrent use.
+type Upgrader struct {
+	cfg *config
+}
+
+// NewUpgrader returns an Upgrader for opts, which it copies: later changes
+// to opts do not affect it. It fails when opts is invalid.
+func NewUpgrader(opts *Options) (*Upgrader, error) {
+	cfg := newConfig(opts)
+	if cfg.err != nil {
+		return nil, cfg.err
+	}
+	return &Upgrader{cfg: cfg}, nil
+}
+
+// Upgrade is the package-level Upgrade with the Upgrader's options.
+func (u *Upgrader) Upgrade(w http.ResponseWriter, r *http.Request) (*Conn, error) {
+	return upgrade(w, r, u.cfg)
+}
+
+func upgrade(w http.ResponseWriter, r *http.Request, cfg *config) (*Conn, error) {
 	if err := checkUpgrade(w, r); err != nil {
 		return nil, err
 	}

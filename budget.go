@@ -174,7 +174,7 @@ func (b *Budget) reclaim() {
 		b.evictions.Add(1)
 		c.mu.Lock()
 		code, reason := StatusMessageTooBig, "message too big for the memory budget"
-		if int64(c.qBytes)*2 >= c.held.Load() {
+		if int64(c.q.qBytes)*2 >= c.held.Load() {
 			code, reason = StatusPolicyViolation, "send queue over the memory budget"
 		}
 		c.evictLocked(code, reason, fmt.Errorf("%w: the connections held %d bytes, over the limit of %d", ErrMemoryBudget, b.used.Load(), b.limit))

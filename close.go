@@ -155,15 +155,17 @@ func (c *Conn) evictLocked(code StatusCode, reason string, cause error) {
 	if c.phase == phaseOpen && c.fd >= 0 {
 		// Keep only the frame that is partly written (its rest must go
 		// before anything else can), then the close frame.
-		keep := c.outOff
-		for _, m := range c.marks {
-			if m.start < c.outOff {
-				keep = m.end
+		if q := c.q; q != &noQueue {
+			keep := q.outOff
+			for _, m := range q.marks {
+				if m.start < q.outOff {
+					keep = m.end
+				}
 			}
+			q.out = q.out[:keep]
+			q.marks = q.marks[:0]
+			q.qMsgs, q.qBytes = 0, 0
 		}
-		c.out = c.out[:keep]
-		c.marks = c.marks[:0]
-		c.qMsgs, c.qBytes = 0, 0
 		var b [maxControlLength]byte
 		c.appendFrameLocked(true, false, opClose, closePayload(b[:], code, reason), -1, false)
 		c.phase = phaseClosing
@@ -202,12 +204,7 @@ func (c *Conn) finish() {
 	c.rs.release()
 	c.mu.Lock()
 	c.phase = phaseFinished
-	if c.inflight == 0 {
-		c.releaseOutLocked()
-	}
-	c.releaseMarksLocked()
-	c.out, c.outOff = nil, 0
-	c.qMsgs, c.qBytes = 0, 0
+	c.releaseQueueLocked() // unless a writer goroutine still writes from it
 	c.outStuck = false
 	err := c.cause
 	c.budgetRelease() // before Done: whoever waits sees everything given back
@@ -248,7 +245,7 @@ func (c *Conn) tick(now int64) {
 		}
 		return
 	}
-	if c.outOff < len(c.out) && now-c.lastProgress > int64(c.cfg.WriteTimeout) {
+	if c.q.outOff < len(c.q.out) && now-c.q.lastProgress > int64(c.cfg.WriteTimeout) {
 		c.abortLocked(fmt.Errorf("%w: no progress for %v", ErrWriteTimeout, c.cfg.WriteTimeout))
 		return
 	}

@@ -65,25 +65,19 @@ type Conn struct {
 
 	mu           sync.Mutex
 	phase        connPhase
-	closeWritten bool    // our close frame is written
-	closeRecv    bool    // the peer's close frame arrived
-	failed       bool    // we failed the connection: no reply close is awaited
-	halfClosed   bool    // our side of TCP is shut down after a failure
-	writing      bool    // a goroutine is writing out to a net.Conn
-	corked       bool    // the loop is processing input: flush after it
-	outStuck     bool    // output backlog is over outPauseBytes: reading waits
-	flushPosted  bool    // a flush task is on its way to the loop
-	out          []byte  // encoded frames not yet written; out[:outOff] is written
-	outOff       int     // bytes of out already written
-	inflight     int     // end of the region a reader goroutine is writing, 0 when none
-	marks        []qmark // one per queued frame, in order
-	qMsgs        int     // data frames in out
-	qBytes       int     // their payload bytes
-	lastProgress int64   // nanotime of the last write progress while out is non-empty
-	deadline     int64   // nanotime by which the closing handshake must end
-	lastPing     int64   // nanotime of the last ping sent
-	pingAt       int64   // nanotime of the oldest unanswered ping, 0 if none
-	cause        error   // why the connection ends; set once
+	closeWritten bool       // our close frame is written
+	closeRecv    bool       // the peer's close frame arrived
+	failed       bool       // we failed the connection: no reply close is awaited
+	halfClosed   bool       // our side of TCP is shut down after a failure
+	writing      bool       // a goroutine is writing out to a net.Conn
+	corked       bool       // the loop is processing input: flush after it
+	outStuck     bool       // output backlog is over outPauseBytes: reading waits
+	flushPosted  bool       // a flush task is on its way to the loop
+	q            *sendQueue // &noQueue while nothing is queued
+	deadline     int64      // nanotime by which the closing handshake must end
+	lastPing     int64      // nanotime of the last ping sent
+	pingAt       int64      // nanotime of the oldest unanswered ping, 0 if none
+	cause        error      // why the connection ends; set once
 	spaceCh      chan struct{}
 	done         chan struct{} // made by Done on demand, closed by finish
 	rq           *recvQueue    // nil in event-driven mode
@@ -129,6 +123,25 @@ func (c *Conn) extLocked() *connExt {
 	return c.ext
 }
 
+// sendQueue is what a connection has queued to write. A connection holds
+// one only while something is queued: otherwise its q is &noQueue, which is
+// never written to.
+type sendQueue struct {
+	out          []byte  // encoded frames not yet written; out[:outOff] is written
+	outOff       int     // bytes of out already written
+	inflight     int     // end of the region a writer goroutine is writing, 0 when none
+	marks        []qmark // one per queued frame, in order
+	qMsgs        int     // data frames in out
+	qBytes       int     // their payload bytes
+	lastProgress int64   // nanotime of the last write progress while out is non-empty
+}
+
+// noQueue is the empty send queue every idle connection points to.
+var noQueue sendQueue
+
+// queuePool recycles send queues.
+var queuePool = sync.Pool{New: func() any { return new(sendQueue) }}
+
 // qmark records where a queued frame lies in out.
 type qmark struct {
 	start  int // negative when the frame began in bytes already dropped from out
@@ -161,11 +174,12 @@ func nanotime() int64 { return int64(time.Since(epoch)) }
 // attaches it to a transport.
 func newConn(nc net.Conn, server bool, cfg *config, sub string, dp *deflateParams) *Conn {
 	c := &Conn{
-		cfg:         cfg.conn(),
+		cfg:         cfg.cc,
 		server:      server,
 		subprotocol: sub,
 		budget:      cfg.Budget,
 		fd:          -1,
+		q:           &noQueue,
 	}
 	if a, ok := nc.LocalAddr().(*net.TCPAddr); ok {
 		c.lap = a.AddrPort()
@@ -272,7 +286,7 @@ func (c *Conn) Err() error {
 // Stats returns the connection's counters.
 func (c *Conn) Stats() Stats {
 	c.mu.Lock()
-	qm, qb := c.qMsgs, c.qBytes
+	qm, qb := c.q.qMsgs, c.q.qBytes
 	c.mu.Unlock()
 	return Stats{
 		MessagesIn:  c.msgsIn.Load(),

@@ -3,8 +3,13 @@ package wsgate
 import (
 	"bytes"
 	"compress/flate"
+	"context"
 	"io"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
 	"testing"
 	"unicode/utf8"
 )
@@ -235,5 +240,35 @@ func TestInflateInSteps(t *testing.T) {
 	}
 	if len(got) != 2 || !bytes.Equal(got[0], msg) || string(got[1]) != "after" {
 		t.Fatalf("got %d messages", len(got))
+	}
+}
+
+// Idle connections share noQueue; nothing may ever write to it.
+func TestNoQueueStaysEmpty(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		Upgrade(w, r, &Options{OnMessage: func(c *Conn, typ MessageType, p []byte) {
+			if len(p)%200 == 0 {
+				c.Write(context.Background(), typ, p)
+				return
+			}
+			pm, _ := NewPreparedMessage(typ, p)
+			c.Enqueue(context.Background(), pm)
+		}})
+	}))
+	defer srv.Close()
+	c, err := Dial(context.Background(), "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 {
+		c.Write(context.Background(), BinaryMessage, make([]byte, i*100))
+	}
+	for range 200 {
+		c.Read(context.Background())
+	}
+	c.Close()
+	<-c.Done()
+	if !reflect.DeepEqual(noQueue, sendQueue{}) {
+		t.Fatalf("noQueue was written to: %+v", noQueue)
 	}
 }

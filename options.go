@@ -254,7 +254,8 @@ type config struct {
 	Options
 	readLimit int64 // -1 for none
 	keepalive bool
-	err       error // an invalid option; Upgrade and Dial refuse to run with it
+	err       error       // an invalid option; Upgrade and Dial refuse to run with it
+	cc        *connConfig // what connections keep, shared by all of them
 }
 
 // connConfig is what a connection needs after the handshake: kept small,
@@ -358,5 +359,6 @@ func newConfig(o *Options) *config {
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = DefaultHandshakeTimeout
 	}
+	c.cc = c.conn()
 	return c
 }

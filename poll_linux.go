@@ -479,8 +479,8 @@ func writev2(fd int, a, b []byte) (int, error) {
 // waits for EPOLLOUT.
 func (c *Conn) flushFDLocked() (int, error) {
 	total := 0
-	for c.outOff < len(c.out) {
-		n, err := rawWrite(c.fd, c.out[c.outOff:])
+	for c.q.outOff < len(c.q.out) {
+		n, err := rawWrite(c.fd, c.q.out[c.q.outOff:])
 		if n > 0 {
 			total += n
 			c.advanceLocked(n)

@@ -308,9 +308,7 @@ func (c *Conn) payload(chunk []byte, now int64) {
 		c.deliver(MessageType(op), chunk, false)
 		return
 	}
-	old := cap(rs.msg)
-	rs.msg = append(rs.msg, chunk...)
-	c.charge(int64(cap(rs.msg) - old))
+	c.appendMsg(chunk)
 	if !done || !rs.fin {
 		return
 	}
@@ -328,25 +326,47 @@ func (c *Conn) payload(chunk []byte, now int64) {
 		return
 	}
 	if c.rq != nil {
-		// The queue takes the buffer over.
-		rs.msg = nil
-		c.charge(-int64(cap(msg)))
-		c.deliver(MessageType(op), msg, true)
+		// The queue takes the message over, in a buffer of its size.
+		out := msg
+		if cap(msg) > 2*len(msg) {
+			out = append([]byte(nil), msg...)
+		} else {
+			rs.msg = nil
+			c.charge(-int64(cap(msg)))
+		}
+		c.releaseMsg()
+		c.deliver(MessageType(op), out, true)
 		return
 	}
 	c.deliver(MessageType(op), msg, false)
-	c.keepMsgBuffer(msg)
+	c.releaseMsg()
 }
 
-// keepMsgBuffer keeps a reassembly buffer for the next message unless it
-// grew large.
-func (c *Conn) keepMsgBuffer(msg []byte) {
-	if cap(msg) > 64<<10 {
-		c.charge(-int64(cap(msg)))
-		c.rs.msg = nil
-	} else {
-		c.rs.msg = msg[:0]
+// appendMsg adds p to the message being reassembled, growing its buffer
+// from the pools.
+func (c *Conn) appendMsg(p []byte) {
+	rs := &c.rs
+	if need := len(rs.msg) + len(p); need > cap(rs.msg) {
+		nb := getOut(max(need, 2*cap(rs.msg)))
+		nb = append(nb, rs.msg...)
+		c.charge(int64(cap(nb) - cap(rs.msg)))
+		putOut(rs.msg)
+		rs.msg = nb
 	}
+	rs.msg = append(rs.msg, p...)
+}
+
+// releaseMsg gives the reassembly buffer back once its message is
+// delivered: a connection that reassembled a message once does not keep a
+// buffer for the rest of its life.
+func (c *Conn) releaseMsg() {
+	rs := &c.rs
+	if rs.msg == nil {
+		return
+	}
+	c.charge(-int64(cap(rs.msg)))
+	putOut(rs.msg)
+	rs.msg = nil
 }
 
 // continueInflate inflates more of the current compressed message: at most
@@ -371,7 +391,7 @@ func (c *Conn) continueInflate() bool {
 	out := in.out
 	in.close()
 	c.charge(-int64(cap(out)))
-	c.keepMsgBuffer(rs.msg)
+	c.releaseMsg()
 	if err != nil {
 		if err == errInflateTooBig {
 			c.failTooBig()
@@ -492,10 +512,7 @@ func (c *Conn) fail(code StatusCode, reason string) {
 	rs.discard = true
 	rs.msgOp = 0
 	c.msgStart.Store(0)
-	if cap(rs.msg) > 0 {
-		c.charge(-int64(cap(rs.msg)))
-		rs.msg = nil
-	}
+	c.releaseMsg()
 	c.mu.Lock()
 	c.failLocked(code, err, reason)
 	c.mu.Unlock()

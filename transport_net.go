@@ -78,14 +78,14 @@ func (c *Conn) flushNetLocked() (int, error) {
 	c.writing = true
 	total := 0
 	var werr error
-	for c.phase < phaseDown && c.outOff < len(c.out) {
-		buf := c.out[c.outOff:]
-		c.inflight = len(c.out)
+	for c.phase < phaseDown && c.q.outOff < len(c.q.out) {
+		buf := c.q.out[c.q.outOff:]
+		c.q.inflight = len(c.q.out)
 		c.mu.Unlock()
 		c.nt.nc.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
 		n, err := c.nt.nc.Write(buf)
 		c.mu.Lock()
-		c.inflight = 0
+		c.q.inflight = 0
 		total += n
 		c.advanceLocked(n)
 		if err != nil {

@@ -62,7 +62,7 @@ func (c *Conn) write(ctx context.Context, op byte, rsv1 bool, p, frame []byte, s
 	}
 	c.msgsOut.Add(1)
 	c.bytesOut.Add(uint64(size))
-	if c.server && c.fd >= 0 && c.outOff == len(c.out) && !c.corked {
+	if c.server && c.fd >= 0 && c.q.outOff == len(c.q.out) && !c.corked {
 		err := c.writeDirectLocked(op, rsv1, p, frame, size)
 		c.mu.Unlock()
 		c.budgetCheck()
@@ -73,7 +73,7 @@ func (c *Conn) write(ctx context.Context, op byte, rsv1 bool, p, frame []byte, s
 	} else {
 		c.appendFrameLocked(true, rsv1, op, p, size, false)
 	}
-	pending := len(c.out) - c.outOff
+	pending := len(c.q.out) - c.q.outOff
 	n, err := c.flushLocked(true)
 	if err != nil && n < pending {
 		err = &closedErr{op: "write", cause: c.cause}
@@ -105,19 +105,19 @@ func (c *Conn) writeDirectLocked(op byte, rsv1 bool, p, frame []byte, size int) 
 		c.abortLocked(err)
 		return &closedErr{op: "write", cause: c.cause}
 	}
-	c.lastProgress = nanotime()
 	c.growOutLocked(h + len(p) - n)
-	start := len(c.out)
+	c.q.lastProgress = nanotime()
+	start := len(c.q.out)
 	if n < h {
-		c.out = append(c.out, c.hdr[n:h]...)
-		c.out = append(c.out, p...)
+		c.q.out = append(c.q.out, c.hdr[n:h]...)
+		c.q.out = append(c.q.out, p...)
 	} else {
-		c.out = append(c.out, p[n-h:]...)
+		c.q.out = append(c.q.out, p[n-h:]...)
 	}
-	c.qMsgs++
-	c.qBytes += size
+	c.q.qMsgs++
+	c.q.qBytes += size
 	// The frame's start lies before out: it is partly written.
-	c.addMarkLocked(qmark{start: start - n, end: len(c.out), size: size, op: op})
+	c.addMarkLocked(qmark{start: start - n, end: len(c.q.out), size: size, op: op})
 	c.outBacklogLocked()
 	return nil
 }
@@ -163,7 +163,7 @@ func (c *Conn) waitRoomLocked(ctx context.Context, size int, owner *messageWrite
 			}
 			continue
 		}
-		if c.qMsgs < c.cfg.SendQueueMessages && (c.qMsgs == 0 || c.qBytes+size <= c.cfg.SendQueueBytes) {
+		if c.q.qMsgs < c.cfg.SendQueueMessages && (c.q.qMsgs == 0 || c.q.qBytes+size <= c.cfg.SendQueueBytes) {
 			return nil
 		}
 		policy := c.cfg.SendQueuePolicy
@@ -200,35 +200,38 @@ func (c *Conn) waitRoomLocked(ctx context.Context, size int, owner *messageWrite
 // growOutLocked makes room for n more bytes in out, charging the budget
 // for what it allocates.
 func (c *Conn) growOutLocked(n int) {
-	if len(c.out)+n <= cap(c.out) {
+	if c.q == &noQueue {
+		c.q = queuePool.Get().(*sendQueue)
+	}
+	if len(c.q.out)+n <= cap(c.q.out) {
 		return
 	}
-	if c.outOff > 0 && c.inflight == 0 {
+	if c.q.outOff > 0 && c.q.inflight == 0 {
 		// Reuse the space of what was written.
-		k := copy(c.out, c.out[c.outOff:])
-		c.out = c.out[:k]
-		for i := range c.marks {
-			c.marks[i].start -= c.outOff // negative for a frame partly written
-			c.marks[i].end -= c.outOff
+		k := copy(c.q.out, c.q.out[c.q.outOff:])
+		c.q.out = c.q.out[:k]
+		for i := range c.q.marks {
+			c.q.marks[i].start -= c.q.outOff // negative for a frame partly written
+			c.q.marks[i].end -= c.q.outOff
 		}
-		c.outOff = 0
-		if len(c.out)+n <= cap(c.out) {
+		c.q.outOff = 0
+		if len(c.q.out)+n <= cap(c.q.out) {
 			return
 		}
 	}
-	old := c.out
+	old := c.q.out
 	need := len(old) + n
 	// Doubling, but not far past what the queue may hold: a slow peer's
 	// buffer stays near its bound.
 	nb := getOut(max(need, min(2*cap(old), c.cfg.SendQueueBytes+64<<10)))
 	nb = nb[:len(old)]
 	copy(nb, old)
-	if c.inflight == 0 {
+	if c.q.inflight == 0 {
 		putOut(old)
 	}
 	// A reader goroutine may still be writing from old: it only reads it,
 	// and advanceLocked works on offsets, which stay valid in nb.
-	c.out = nb
+	c.q.out = nb
 	c.charge(int64(cap(nb) - cap(old)))
 }
 
@@ -246,20 +249,20 @@ func (c *Conn) appendFrameLocked(fin, rsv1 bool, op byte, p []byte, size int, fr
 	var hb [maxHeaderLen]byte
 	h := putHeader(hb[:], fin, rsv1, op, len(p), masked, key)
 	c.growOutLocked(h + len(p))
-	if c.outOff == len(c.out) {
-		c.lastProgress = nanotime()
+	if c.q.outOff == len(c.q.out) {
+		c.q.lastProgress = nanotime()
 	}
-	start := len(c.out)
-	c.out = append(c.out, hb[:h]...)
-	c.out = append(c.out, p...)
+	start := len(c.q.out)
+	c.q.out = append(c.q.out, hb[:h]...)
+	c.q.out = append(c.q.out, p...)
 	if masked {
-		maskBytes(key, 0, c.out[start+h:])
+		maskBytes(key, 0, c.q.out[start+h:])
 	}
 	if size >= 0 {
-		c.qMsgs++
-		c.qBytes += size
+		c.q.qMsgs++
+		c.q.qBytes += size
 	}
-	c.addMarkLocked(qmark{start: start, end: len(c.out), size: size, op: op, frag: frag})
+	c.addMarkLocked(qmark{start: start, end: len(c.q.out), size: size, op: op, frag: frag})
 	c.outBacklogLocked()
 }
 
@@ -271,14 +274,14 @@ func (c *Conn) appendEncodedLocked(op byte, frame []byte, size int) {
 		}
 	}
 	c.growOutLocked(len(frame))
-	if c.outOff == len(c.out) {
-		c.lastProgress = nanotime()
+	if c.q.outOff == len(c.q.out) {
+		c.q.lastProgress = nanotime()
 	}
-	start := len(c.out)
-	c.out = append(c.out, frame...)
-	c.qMsgs++
-	c.qBytes += size
-	c.addMarkLocked(qmark{start: start, end: len(c.out), size: size, op: op})
+	start := len(c.q.out)
+	c.q.out = append(c.q.out, frame...)
+	c.q.qMsgs++
+	c.q.qBytes += size
+	c.addMarkLocked(qmark{start: start, end: len(c.q.out), size: size, op: op})
 	c.outBacklogLocked()
 }
 
@@ -294,14 +297,14 @@ const (
 // and the result stays within the bounds. It reports whether it did.
 func (c *Conn) tryJoinLocked(op byte, p []byte, size int) bool {
 	sep := c.cfg.joinSep
-	if sep == nil || !c.server || c.deflate != nil || len(c.marks) == 0 {
+	if sep == nil || !c.server || c.deflate != nil || len(c.q.marks) == 0 {
 		return false
 	}
-	m := &c.marks[len(c.marks)-1]
-	if m.op != op || m.frag || m.size < 0 || m.joined >= maxJoined || m.start < c.outOff || m.start < c.inflight {
+	m := &c.q.marks[len(c.q.marks)-1]
+	if m.op != op || m.frag || m.size < 0 || m.joined >= maxJoined || m.start < c.q.outOff || m.start < c.q.inflight {
 		return false
 	}
-	h := headerLen(c.out[m.start], c.out[m.start+1])
+	h := headerLen(c.q.out[m.start], c.q.out[m.start+1])
 	oldLen := m.end - m.start - h
 	newLen := oldLen + len(sep) + len(p)
 	if newLen > maxJoinBytes {
@@ -310,19 +313,19 @@ func (c *Conn) tryJoinLocked(op byte, p []byte, size int) bool {
 	var hb [maxHeaderLen]byte
 	nh := putHeader(hb[:], true, false, op, newLen, false, 0)
 	c.growOutLocked(nh - h + len(sep) + len(p))
-	m = &c.marks[len(c.marks)-1] // growing may have moved the buffer's contents
+	m = &c.q.marks[len(c.q.marks)-1] // growing may have moved the buffer's contents
 	start := m.start
 	if nh != h {
-		c.out = c.out[:len(c.out)+nh-h]
-		copy(c.out[start+nh:], c.out[start+h:start+h+oldLen])
+		c.q.out = c.q.out[:len(c.q.out)+nh-h]
+		copy(c.q.out[start+nh:], c.q.out[start+h:start+h+oldLen])
 	}
-	copy(c.out[start:], hb[:nh])
-	c.out = append(c.out, sep...)
-	c.out = append(c.out, p...)
-	m.end = len(c.out)
+	copy(c.q.out[start:], hb[:nh])
+	c.q.out = append(c.q.out, sep...)
+	c.q.out = append(c.q.out, p...)
+	m.end = len(c.q.out)
 	m.size += size
 	m.joined++
-	c.qBytes += size
+	c.q.qBytes += size
 	c.outBacklogLocked()
 	return true
 }
@@ -362,7 +365,7 @@ func (c *Conn) Enqueue(ctx context.Context, pm *PreparedMessage) error {
 // goroutine on the net.Conn transport. A corked connection is flushed when
 // its loop uncorks it.
 func (c *Conn) flushSoonLocked() {
-	if c.phase >= phaseDown || c.corked || c.outOff == len(c.out) {
+	if c.phase >= phaseDown || c.corked || c.q.outOff == len(c.q.out) {
 		return
 	}
 	if c.fd < 0 {
@@ -390,7 +393,7 @@ func (c *Conn) outPauseBytes() int { return min(c.cfg.SendQueueBytes/2, 256<<10)
 // outBacklogLocked notes when a server connection's unsent output crosses
 // the pause mark.
 func (c *Conn) outBacklogLocked() {
-	if c.server && !c.outStuck && len(c.out)-c.outOff >= c.outPauseBytes() {
+	if c.server && !c.outStuck && len(c.q.out)-c.q.outOff >= c.outPauseBytes() {
 		c.outStuck = true
 	}
 }
@@ -400,28 +403,27 @@ func (c *Conn) advanceLocked(n int) {
 	if n <= 0 {
 		return
 	}
-	c.outOff += n
-	c.lastProgress = nanotime()
+	c.q.outOff += n
+	c.q.lastProgress = nanotime()
 	freed := false
 	i := 0
-	for ; i < len(c.marks) && c.marks[i].end <= c.outOff; i++ {
-		m := c.marks[i]
+	for ; i < len(c.q.marks) && c.q.marks[i].end <= c.q.outOff; i++ {
+		m := c.q.marks[i]
 		if m.size >= 0 {
-			c.qMsgs--
-			c.qBytes -= m.size
+			c.q.qMsgs--
+			c.q.qBytes -= m.size
 			freed = true
 		} else if m.op == opClose {
 			c.closeWritten = true
 		}
 	}
 	if i > 0 {
-		c.marks = c.marks[:copy(c.marks, c.marks[i:])]
+		c.q.marks = c.q.marks[:copy(c.q.marks, c.q.marks[i:])]
 	}
-	if c.outOff == len(c.out) && c.inflight == 0 {
-		c.releaseOutLocked()
-		c.releaseMarksLocked()
+	if c.q.outOff == len(c.q.out) && c.q.inflight == 0 {
+		c.releaseQueueLocked()
 	}
-	if c.outStuck && len(c.out)-c.outOff < c.outPauseBytes()/2 {
+	if c.outStuck && len(c.q.out)-c.q.outOff < c.outPauseBytes()/2 {
 		c.outStuck = false
 		if c.fd >= 0 && c.phase < phaseDown {
 			c.loop.post(task{c: c, kind: taskResume})
@@ -446,42 +448,45 @@ var marksPool sync.Pool // *[marksSize]qmark
 
 const marksSize = 64
 
-// addMarkLocked records a queued frame.
+// addMarkLocked records a queued frame; out was grown first, so the queue
+// exists.
 func (c *Conn) addMarkLocked(m qmark) {
-	if c.marks == nil {
+	q := c.q
+	if q.marks == nil {
 		if p, ok := marksPool.Get().(*[marksSize]qmark); ok {
-			c.marks = p[:0]
+			q.marks = p[:0]
 		} else {
-			c.marks = new([marksSize]qmark)[:0]
+			q.marks = new([marksSize]qmark)[:0]
 		}
 	}
-	c.marks = append(c.marks, m)
+	q.marks = append(q.marks, m)
 }
 
-// releaseMarksLocked gives the marks of a drained queue back.
-func (c *Conn) releaseMarksLocked() {
-	if cap(c.marks) == marksSize {
-		marksPool.Put((*[marksSize]qmark)(c.marks[:marksSize]))
-	}
-	c.marks = nil
-}
-
-// releaseOutLocked gives the drained send buffer back.
-func (c *Conn) releaseOutLocked() {
-	if c.out == nil {
+// releaseQueueLocked gives a drained (or abandoned) queue back with its
+// buffer and marks, unless a writer goroutine still writes from it.
+func (c *Conn) releaseQueueLocked() {
+	q := c.q
+	if q == &noQueue || q.inflight != 0 {
 		return
 	}
-	c.charge(-int64(cap(c.out)))
-	putOut(c.out)
-	c.out, c.outOff = nil, 0
+	if q.out != nil {
+		c.charge(-int64(cap(q.out)))
+		putOut(q.out)
+	}
+	if cap(q.marks) == marksSize {
+		marksPool.Put((*[marksSize]qmark)(q.marks[:marksSize]))
+	}
+	*q = sendQueue{}
+	queuePool.Put(q)
+	c.q = &noQueue
 }
 
 // removeUnsentLocked removes the first (oldest) or last queued frame that
 // matches and has not started to go out. It reports whether it removed one.
 func (c *Conn) removeUnsentLocked(match func(qmark) bool, last bool) bool {
 	found := -1
-	for i, m := range c.marks {
-		if m.start >= c.outOff && m.start >= c.inflight && match(m) {
+	for i, m := range c.q.marks {
+		if m.start >= c.q.outOff && m.start >= c.q.inflight && match(m) {
 			found = i
 			if !last {
 				break
@@ -491,18 +496,18 @@ func (c *Conn) removeUnsentLocked(match func(qmark) bool, last bool) bool {
 	if found < 0 {
 		return false
 	}
-	m := c.marks[found]
+	m := c.q.marks[found]
 	n := m.end - m.start
-	copy(c.out[m.start:], c.out[m.end:])
-	c.out = c.out[:len(c.out)-n]
-	for j := found + 1; j < len(c.marks); j++ {
-		c.marks[j].start -= n
-		c.marks[j].end -= n
+	copy(c.q.out[m.start:], c.q.out[m.end:])
+	c.q.out = c.q.out[:len(c.q.out)-n]
+	for j := found + 1; j < len(c.q.marks); j++ {
+		c.q.marks[j].start -= n
+		c.q.marks[j].end -= n
 	}
-	c.marks = append(c.marks[:found], c.marks[found+1:]...)
+	c.q.marks = append(c.q.marks[:found], c.q.marks[found+1:]...)
 	if m.size >= 0 {
-		c.qMsgs--
-		c.qBytes -= m.size
+		c.q.qMsgs--
+		c.q.qBytes -= m.size
 	}
 	return true
 }
@@ -547,7 +552,7 @@ func (c *Conn) sendPongLocked(payload []byte, mayBlock bool) {
 // continues elsewhere (on the loop when the socket drains, or on another
 // goroutine) is not counted.
 func (c *Conn) flushLocked(mayBlock bool) (int, error) {
-	if c.phase >= phaseDown || c.corked || c.outOff == len(c.out) {
+	if c.phase >= phaseDown || c.corked || c.q.outOff == len(c.q.out) {
 		return 0, nil
 	}
 	if c.fd >= 0 {

@@ -156,7 +156,7 @@ func (w *messageWriter) flush(fin bool) error {
 		return w.err
 	}
 	c.appendFrameLocked(fin, rsv1, op, payload, len(w.buf), true)
-	pending := len(c.out) - c.outOff
+	pending := len(c.q.out) - c.q.outOff
 	n, err := c.flushLocked(true)
 	if err != nil && n < pending {
 		w.err = &closedErr{op: "write", cause: c.cause}
