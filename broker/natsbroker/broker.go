@@ -45,6 +45,10 @@ type Broker struct {
 
 	pubs publishers // per-channel publish state
 
+	// lose, when set (by tests, before Run), makes the broker ignore a
+	// received message as if the network had lost it, with no signal.
+	lose func(*nats.Msg) bool
+
 	dupWindow atomic.Int64 // the history stream's duplicate window, ns
 	dupMu     sync.Mutex   // serializes widening it
 
@@ -366,10 +370,12 @@ func (b *Broker) close(ctx context.Context, wait bool) error {
 		nc := b.nc
 		b.mu.Unlock()
 		if nc != nil {
-			// Hand what is buffered to the server, then close.
-			flushCtx, cancel := context.WithTimeout(ctx, time.Second)
-			_ = nc.FlushWithContext(flushCtx)
-			cancel()
+			if nc.Status() == nats.CONNECTED {
+				// Hand what is buffered to the server, then close.
+				flushCtx, cancel := context.WithTimeout(ctx, time.Second)
+				_ = nc.FlushWithContext(flushCtx)
+				cancel()
+			}
 			nc.Close()
 		}
 	})
@@ -407,7 +413,10 @@ func (b *Broker) Subscribe(ctx context.Context, ch string) error {
 	if err != nil {
 		return err
 	}
-	s := b.shardFor(ch)
+	if st := b.nc.Status(); st != nats.CONNECTED {
+		return unavailable(fmt.Errorf("subscribing to %q: NATS connection %s", ch, st))
+	}
+	s := b.shardForToken(tok)
 	cs, created, err := s.subscribe(ch, tok)
 	if err != nil || !created {
 		return err
@@ -432,7 +441,11 @@ func (b *Broker) Unsubscribe(ctx context.Context, ch string) error {
 	if err := b.ready(); err != nil {
 		return err
 	}
-	b.shardFor(ch).unsubscribe(ch)
+	tok, err := subjectToken(ch)
+	if err != nil {
+		return err
+	}
+	b.shardForToken(tok).unsubscribe(ch)
 	return nil
 }
 

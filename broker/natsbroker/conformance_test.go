@@ -2,7 +2,6 @@ package natsbroker
 
 import (
 	"testing"
-	"time"
 
 	"github.com/wsgate/wsgate/broker"
 	"github.com/wsgate/wsgate/broker/brokertest"
@@ -11,25 +10,28 @@ import (
 // The suite against one NATS server with three brokers on it: three
 // wsgate nodes sharing one server.
 func TestConformanceSingleServer(t *testing.T) {
+	t.Parallel()
 	ts := startTestServer(t, EmbeddedOptions{})
 	brokertest.Run(t, func(t *testing.T) brokertest.Setup {
 		var nodes []broker.Broker
 		for range 3 {
 			nodes = append(nodes, newTestBroker(t, Options{URLs: ts.url}))
 		}
-		return brokertest.Setup{Brokers: nodes, PresenceTTL: 3 * time.Second}
+		return brokertest.Setup{Brokers: nodes, PresenceTTL: testPresenceTTL, Grace: testGrace}
 	})
 }
 
-// The suite against a cluster of three NATS servers, streams replicated
-// three times, one broker on each server.
+// The suite against a cluster of three embedded NATS servers, streams
+// replicated three times, one broker on each server connected in process:
+// three wsgate nodes run with an embedded cluster.
 func TestConformanceCluster(t *testing.T) {
+	t.Parallel()
 	servers := startTestCluster(t, 3)
 	brokertest.Run(t, func(t *testing.T) brokertest.Setup {
 		var nodes []broker.Broker
 		for _, ts := range servers {
-			nodes = append(nodes, newTestBroker(t, Options{URLs: ts.url, Replicas: 3}))
+			nodes = append(nodes, newTestBroker(t, Options{InProcess: ts.e, Replicas: 3}))
 		}
-		return brokertest.Setup{Brokers: nodes, PresenceTTL: 3 * time.Second}
+		return brokertest.Setup{Brokers: nodes, PresenceTTL: testPresenceTTL, Grace: testGrace}
 	})
 }

@@ -101,11 +101,6 @@ func (b *Broker) shardForToken(tok string) *shard {
 	return b.shards[maphash.String(b.seed, tok)%uint64(len(b.shards))]
 }
 
-func (b *Broker) shardFor(ch string) *shard {
-	tok, _ := subjectToken(ch)
-	return b.shardForToken(tok)
-}
-
 // shardOfSub finds the shard of a fan-out subscription.
 func (b *Broker) shardOfSub(sub *nats.Subscription) *shard {
 	tok, ok := strings.CutPrefix(sub.Subject, b.opts.Prefix+".c.")
@@ -224,6 +219,9 @@ func (s *shard) handleMsg(m *nats.Msg) {
 	cs := s.lookup(m.Sub)
 	if cs == nil {
 		return // unsubscribed
+	}
+	if s.b.lose != nil && s.b.lose(m) {
+		return
 	}
 	h := s.b.handler
 	switch kind := m.Header.Get(hdrKind); kind {
@@ -421,10 +419,12 @@ func (s *shard) handleControl() {
 	}
 }
 
-// onPosition applies a position read for cs, unless cs was delivered to
-// since the read was asked for (then the read may be older than what was
-// delivered). A failed read leaves cs unchecked, for a later scan; when
-// deliveries may have been lost it is reported as a gap at once.
+// onPosition applies a position read for cs. Within one epoch positions
+// only grow, so a read older than what was delivered since is harmless; a
+// read of another epoch is trusted only when nothing was delivered since it
+// was asked for, otherwise the check is made again. A failed read leaves cs
+// unchecked, for a later scan; when deliveries may have been lost it is
+// reported as a gap at once.
 func (s *shard) onPosition(c ctrl) {
 	cs, top := c.cs, c.top
 	cs.checking = false
@@ -437,11 +437,11 @@ func (s *shard) onPosition(c ctrl) {
 		}
 		return
 	}
-	if cs.activity != c.activity {
-		return
-	}
-	cs.checked = true
 	if top.epoch == "" {
+		if cs.activity != c.activity {
+			return // a stream appeared since
+		}
+		cs.checked = true
 		if !cs.known {
 			// No stream yet: its first publication starts one.
 			cs.known, cs.epoch, cs.offset = true, "", 0
@@ -449,6 +449,11 @@ func (s *shard) onPosition(c ctrl) {
 		cs.noHistory = true
 		return
 	}
+	if cs.known && top.epoch != cs.epoch && cs.activity != c.activity {
+		s.requestCheck(cs, c.force)
+		return
+	}
+	cs.checked = cs.activity == c.activity
 	cs.noHistory = false
 	s.advance(cs, top.epoch, top.offset)
 }

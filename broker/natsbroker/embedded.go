@@ -34,7 +34,9 @@ type EmbeddedOptions struct {
 	StoreDir string
 	// ClientAddr, when set (host:port), also accepts NATS clients there —
 	// tools such as the nats CLI, or wsgate nodes without their own
-	// embedded server. Empty: no client port.
+	// embedded server. Empty: no client port for a standalone server; a
+	// clustered one listens on a free port of 127.0.0.1, which the NATS
+	// server needs before it routes, and does not advertise it.
 	ClientAddr string
 
 	// ClusterName names the cluster; every node must use the same.
@@ -91,6 +93,10 @@ func StartEmbedded(ctx context.Context, opts EmbeddedOptions) (*Embedded, error)
 	}
 	srv.Start()
 	e := &Embedded{srv: srv, name: so.ServerName}
+	if !srv.JetStreamEnabled() {
+		e.shutdown()
+		return nil, errors.New("natsbroker: embedded NATS: JetStream did not start (see the server's log)")
+	}
 	for !srv.ReadyForConnections(50 * time.Millisecond) {
 		if err := ctx.Err(); err != nil {
 			e.shutdown()
@@ -139,6 +145,12 @@ func (o EmbeddedOptions) serverOptions() (*server.Options, error) {
 		if so.Cluster.Name == "" {
 			so.Cluster.Name = "wsgate"
 		}
+		if so.DontListen {
+			// The server starts routing only after its client listener.
+			so.DontListen = false
+			so.Host, so.Port = "127.0.0.1", -1
+			so.Cluster.NoAdvertise = true
+		}
 		if so.ServerName == "" {
 			so.ServerName = "wsgate-" + strings.NewReplacer(":", "-", "[", "", "]", "").Replace(o.ClusterAddr)
 		}
@@ -148,6 +160,9 @@ func (o EmbeddedOptions) serverOptions() (*server.Options, error) {
 				return nil, err
 			}
 			so.Routes = append(so.Routes, u)
+		}
+		if len(so.Routes) == 0 {
+			return nil, errors.New("natsbroker: EmbeddedOptions.ClusterAddr needs Routes to the other nodes (JetStream clusters over routes)")
 		}
 	} else if len(o.Routes) > 0 {
 		return nil, errors.New("natsbroker: EmbeddedOptions.Routes need a ClusterAddr")

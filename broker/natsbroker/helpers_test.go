@@ -13,6 +13,13 @@ import (
 	"github.com/wsgate/wsgate/broker"
 )
 
+// Test timing. The machine may be shared and loaded: bounds are generous,
+// they only matter when something is wrong.
+const (
+	testPresenceTTL = 5 * time.Second
+	testGrace       = 15 * time.Second
+)
+
 // testLogger keeps test output quiet unless WSGATE_TEST_LOG is set.
 func testLogger() *slog.Logger {
 	if os.Getenv("WSGATE_TEST_LOG") != "" {
@@ -128,16 +135,16 @@ func newTestBroker(t testing.TB, opts Options) *Broker {
 		opts.Logger = testLogger()
 	}
 	if opts.RequestTimeout == 0 {
-		opts.RequestTimeout = 3 * time.Second
+		opts.RequestTimeout = 5 * time.Second
 	}
 	if opts.StartTimeout == 0 {
-		opts.StartTimeout = 20 * time.Second
+		opts.StartTimeout = 30 * time.Second
 	}
 	if opts.ReconnectWait == 0 {
 		opts.ReconnectWait = 50 * time.Millisecond
 	}
 	if opts.PresenceTTL == 0 {
-		opts.PresenceTTL = 3 * time.Second
+		opts.PresenceTTL = testPresenceTTL
 	}
 	b, err := New(opts)
 	if err != nil {

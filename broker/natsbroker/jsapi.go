@@ -68,6 +68,15 @@ func (e *apiError) Error() string {
 	return fmt.Sprintf("natsbroker: jetstream: %s (code %d, error code %d)", e.Description, e.Code, e.ErrCode)
 }
 
+// apiErr returns e as an error; JetStream's 503 (no leader right now, a
+// cluster forming or electing) is broker.ErrUnavailable.
+func apiErr(e *apiError) error {
+	if e.Code == 503 {
+		return unavailable(e)
+	}
+	return e
+}
+
 func hasErrCode(err error, codes ...int) bool {
 	var ae *apiError
 	if !errors.As(err, &ae) {
@@ -139,7 +148,7 @@ func (b *Broker) jsPublish(ctx context.Context, msg *nats.Msg) (pubAck, error) {
 		return pubAck{}, fmt.Errorf("natsbroker: bad publish acknowledgement %q: %w", resp.Data, err)
 	}
 	if ack.Error != nil {
-		return pubAck{}, ack.Error
+		return pubAck{}, apiErr(ack.Error)
 	}
 	return ack, nil
 }
@@ -189,7 +198,7 @@ func (b *Broker) leaderGet(ctx context.Context, stream string, req msgGetRequest
 		if r.Error.ErrCode == errCodeNoMessage {
 			return nil, nil
 		}
-		return nil, r.Error
+		return nil, apiErr(r.Error)
 	}
 	if r.Message == nil {
 		return nil, errors.New("natsbroker: empty message get response")
@@ -274,7 +283,7 @@ func (b *Broker) purge(ctx context.Context, stream, subject string, keep uint64)
 		return fmt.Errorf("natsbroker: bad purge response: %w", err)
 	}
 	if r.Error != nil {
-		return r.Error
+		return apiErr(r.Error)
 	}
 	return nil
 }

@@ -323,11 +323,15 @@ func (b *Broker) publishHistory(ctx context.Context, ch, tok string, body []byte
 	id := nuid.Next()
 	subject := b.historySubject(tok)
 	var ambiguous []uint64 // expected sequences of attempts with unknown outcome
+	var lastErr error
 	for attempt := 0; ; attempt++ {
 		if attempt == maxPublishAttempts {
-			return broker.StreamPosition{}, unavailable(fmt.Errorf("publishing to %q: no success after %d attempts", ch, attempt))
+			return broker.StreamPosition{}, unavailable(fmt.Errorf("publishing to %q: no success after %d attempts (last error: %w)", ch, attempt, lastErr))
 		}
 		if err := ctx.Err(); err != nil {
+			if lastErr != nil {
+				return broker.StreamPosition{}, fmt.Errorf("natsbroker: publishing to %q: %w (last error: %w)", ch, err, lastErr)
+			}
 			return broker.StreamPosition{}, fmt.Errorf("natsbroker: %w", err)
 		}
 		now := time.Now()
@@ -337,6 +341,13 @@ func (b *Broker) publishHistory(ctx context.Context, ch, tok string, body []byte
 		if !cp.ok {
 			top, err := b.readTop(ctx, tok)
 			if err != nil {
+				if len(ambiguous) > 0 && errors.Is(err, broker.ErrUnavailable) {
+					// An earlier attempt may have succeeded: keep trying to
+					// find out rather than leave the caller guessing.
+					lastErr = err
+					backoff(ctx, attempt)
+					continue
+				}
 				return broker.StreamPosition{}, err
 			}
 			cp.top, cp.ok = top, true
@@ -344,6 +355,12 @@ func (b *Broker) publishHistory(ctx context.Context, ch, tok string, body []byte
 		// Did an earlier attempt whose answer was lost succeed after all?
 		if len(ambiguous) > 0 {
 			if sp, found, err := b.findOwn(ctx, subject, id, ambiguous); err != nil {
+				if errors.Is(err, broker.ErrUnavailable) {
+					lastErr = err
+					cp.ok = false
+					backoff(ctx, attempt)
+					continue
+				}
 				return broker.StreamPosition{}, err
 			} else if found {
 				cp.ok = false
@@ -393,8 +410,10 @@ func (b *Broker) publishHistory(ctx context.Context, ch, tok string, body []byte
 			cp.ok = false
 			backoff(ctx, attempt)
 		case errors.Is(err, broker.ErrUnavailable) && b.nc.Status() == nats.CONNECTED:
-			// The request may have been stored with its answer lost.
+			// The request may have been stored with its answer lost (a
+			// timeout, a leader change).
 			ambiguous = append(ambiguous, top.seq)
+			lastErr = err
 			cp.ok = false
 			backoff(ctx, attempt)
 		default:
