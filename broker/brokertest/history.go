@@ -328,6 +328,31 @@ func testHistoryMetaTTL(t *testing.T, e *env) {
 	}
 }
 
+// History with MetaTTL keeps a stream alive past the meta TTL its last
+// publication gave it.
+func testHistoryMetaTTLExtended(t *testing.T, e *env) {
+	ch := e.channel("metattl-extended")
+	opts := broker.PublishOptions{HistorySize: 10, HistoryTTL: time.Second, HistoryMetaTTL: time.Second}
+	before := time.Now()
+	first := e.publish(t, 0, ch, "m1", opts)
+	if _, sp := e.history(t, 0, ch, broker.HistoryOptions{MetaTTL: time.Hour}); sp != first {
+		t.Fatalf("position %+v, want %+v", sp, first)
+	}
+	// Without the extension the stream would be lost two seconds after the
+	// publication; look after that, with the grace a TTL may take.
+	lost := opts.HistoryTTL + opts.HistoryMetaTTL
+	time.Sleep(time.Until(before.Add(lost + min(e.grace, 3*time.Second))))
+	for n := range e.nodes {
+		pubs, sp := e.history(t, n, ch, broker.HistoryOptions{Limit: -1})
+		if sp != first || len(pubs) != 0 {
+			t.Fatalf("node %d: %d publications at %+v after the extended meta TTL, want none at %+v", n, len(pubs), sp, first)
+		}
+	}
+	if next := e.publish(t, 1, ch, "m2", opts); next != (broker.StreamPosition{Offset: 2, Epoch: first.Epoch}) {
+		t.Fatalf("next publication at %+v, want offset 2 in epoch %q", next, first.Epoch)
+	}
+}
+
 // A second Publish with the same idempotency key publishes nothing and
 // returns the first position, on any node.
 func testIdempotency(t *testing.T, e *env) {
@@ -354,6 +379,27 @@ func testIdempotency(t *testing.T, e *env) {
 	other := e.publish(t, 0, e.channel("idem-other"), "d", keyed("k1"))
 	if other.Offset != 1 {
 		t.Fatalf("the same key on another channel published at %+v, want offset 1", other)
+	}
+}
+
+// A repeated key returns the first position even when history no longer
+// holds that publication.
+func testIdempotencyAfterTrim(t *testing.T, e *env) {
+	ch := e.channel("idem-trim")
+	keyed := withHistory(1)
+	keyed.IdempotencyKey = "k"
+	first := e.publish(t, 0, ch, "a", keyed)
+	for i := range 3 {
+		e.publish(t, i, ch, fmt.Sprintf("later%d", i), withHistory(1))
+	}
+	for n := range e.nodes {
+		if again := e.publish(t, n, ch, "b", keyed); again != first {
+			t.Fatalf("node %d: repeated key after trimming returned %+v, want %+v", n, again, first)
+		}
+	}
+	pubs, sp := e.history(t, 0, ch, broker.HistoryOptions{Limit: -1})
+	if sp.Offset != first.Offset+3 || !slices.Equal(datas(pubs), []string{"later2"}) {
+		t.Fatalf("history %q at %+v", datas(pubs), sp)
 	}
 }
 

@@ -21,6 +21,7 @@ const (
 	KindLeave
 )
 
+// String returns "publication", "join" or "leave".
 func (k EventKind) String() string {
 	switch k {
 	case KindPublication:

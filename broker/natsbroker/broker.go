@@ -314,7 +314,19 @@ func (b *Broker) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) e
 	if streamConfigEqual(cur, cfg) {
 		return nil
 	}
-	_, err = b.js.UpdateStream(reqCtx, cfg)
+	// Set what the broker relies on; keep what an operator may have set
+	// (byte and message limits, placement, compression, metadata).
+	next := cur
+	next.Subjects = cfg.Subjects
+	next.MaxMsgsPerSubject = cfg.MaxMsgsPerSubject
+	next.Storage = cfg.Storage
+	next.Replicas = cfg.Replicas
+	next.Duplicates = cfg.Duplicates
+	next.AllowRollup = cfg.AllowRollup
+	next.AllowDirect = cfg.AllowDirect
+	next.AllowMsgTTL = cfg.AllowMsgTTL
+	next.RePublish = cfg.RePublish
+	_, err = b.js.UpdateStream(reqCtx, next)
 	return err
 }
 

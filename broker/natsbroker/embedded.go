@@ -58,6 +58,14 @@ type EmbeddedOptions struct {
 	// ClusterTLS, when set, secures routes.
 	ClusterTLS *tls.Config
 
+	// SyncAlways makes JetStream sync every write to disk before
+	// acknowledging it, so that a power loss of a single server loses no
+	// acknowledged publication (with Replicas 3, a majority of servers
+	// holds each one anyway). Slower. By default the files are synced
+	// every two minutes and the OS page cache protects writes from process
+	// crashes.
+	SyncAlways bool
+
 	// MaxMemory and MaxStore bound JetStream's memory and disk use in
 	// bytes. Zero leaves the server's defaults (three quarters of the
 	// machine's memory and of the free disk space).
@@ -117,6 +125,7 @@ func (o EmbeddedOptions) serverOptions() (*server.Options, error) {
 		StoreDir:           o.StoreDir,
 		JetStreamMaxMemory: o.MaxMemory,
 		JetStreamMaxStore:  o.MaxStore,
+		SyncAlways:         o.SyncAlways,
 		NoSigs:             true,
 		NoLog:              o.Logger == nil,
 		DontListen:         o.ClientAddr == "",

@@ -203,19 +203,15 @@ func (b *Broker) Publish(ctx context.Context, ch string, data []byte, opts broke
 	return b.publishHistory(ctx, ch, tok, body, opts)
 }
 
-// idempotency returns the message ID and record subject for a key, and
-// makes sure the stream remembers keys for at least their TTL.
-func (b *Broker) idempotency(ctx context.Context, ch, tok string, opts broker.PublishOptions) (msgID, recordSubject string, ttl time.Duration, err error) {
-	ttl = opts.IdempotentResultTTL
+// idempotencyKey returns the hex digest that stands for a channel's
+// idempotency key in subjects and message IDs, and the key's TTL.
+func idempotencyKey(ch string, opts broker.PublishOptions) (string, time.Duration) {
+	ttl := opts.IdempotentResultTTL
 	if ttl == 0 {
 		ttl = 5 * time.Minute
 	}
-	if err := b.widenDuplicateWindow(ctx, ttl); err != nil {
-		return "", "", 0, err
-	}
 	sum := sha256.Sum256([]byte(ch + "\x00" + opts.IdempotencyKey))
-	key := hex.EncodeToString(sum[:16])
-	return "wsgate-" + key, b.idemSubject(tok, key), ttl, nil
+	return hex.EncodeToString(sum[:16]), ttl
 }
 
 // widenDuplicateWindow grows the history stream's duplicate window (in
@@ -247,22 +243,19 @@ func (b *Broker) widenDuplicateWindow(ctx context.Context, d time.Duration) erro
 }
 
 // publishNoHistory fans a publication out on core NATS. With an
-// idempotency key it first stores a record of the key, which fails for a
-// repeated key; a node that dies between the record and the fan-out loses
-// that publication, as delivery without history is at most once anyway.
+// idempotency key it first stores a record of the key, expecting the
+// key's subject to be empty, which fails for a key seen within its TTL. A
+// node that dies between the record and the fan-out loses that
+// publication: delivery without history is at most once.
 func (b *Broker) publishNoHistory(ctx context.Context, ch, tok string, body []byte, opts broker.PublishOptions) error {
 	if opts.IdempotencyKey != "" {
-		msgID, subject, ttl, err := b.idempotency(ctx, ch, tok, opts)
-		if err != nil {
-			return err
-		}
-		rec := nats.NewMsg(subject)
-		rec.Header.Set(hdrMsgID, msgID)
+		key, ttl := idempotencyKey(ch, opts)
+		rec := nats.NewMsg(b.idemSubject(tok, key))
 		rec.Header.Set(hdrExpectSubSeq, "0")
 		rec.Header.Set(hdrTTL, ttlHeader(ttl))
-		ack, err := b.jsPublish(ctx, rec)
+		_, err := b.jsPublish(ctx, rec)
 		switch {
-		case err == nil && ack.Duplicate, hasErrCode(err, errCodeWrongLastSeq, errCodeWrongLastSeqConst, errCodeDupInProcess):
+		case hasErrCode(err, errCodeWrongLastSeq, errCodeWrongLastSeqConst):
 			return nil // published before
 		case err != nil:
 			return err
@@ -298,11 +291,16 @@ func (b *Broker) publishHistory(ctx context.Context, ch, tok string, body []byte
 	cp := b.pubs.acquire(ch)
 	defer b.pubs.release(cp)
 
+	// With an idempotency key the publication carries it as Nats-Msg-Id:
+	// JetStream then stores it at most once within its duplicate window,
+	// atomically with the offset's compare-and-set.
 	var msgID, recordSubject string
 	var idemTTL time.Duration
 	if opts.IdempotencyKey != "" {
-		var err error
-		if msgID, recordSubject, idemTTL, err = b.idempotency(ctx, ch, tok, opts); err != nil {
+		var key string
+		key, idemTTL = idempotencyKey(ch, opts)
+		msgID, recordSubject = "wsgate-"+key, b.idemSubject(tok, key)
+		if err := b.widenDuplicateWindow(ctx, idemTTL); err != nil {
 			return broker.StreamPosition{}, err
 		}
 		// A record outlives the publication's message (which history size
@@ -395,7 +393,7 @@ func (b *Broker) publishHistory(ctx context.Context, ch, tok string, body []byte
 		switch {
 		case err == nil && ack.Duplicate:
 			cp.ok = false
-			return b.resolveDuplicate(ctx, recordSubject, ack.Seq)
+			return b.resolveDuplicate(ctx, recordSubject, msgID, ack.Seq)
 		case err == nil:
 			cp.top = streamTop{seq: ack.Seq, epoch: epoch, offset: offset, expires: now.Add(opts.HistoryTTL + metaTTL),
 				size: opts.HistorySize, ttl: opts.HistoryTTL}
@@ -458,12 +456,12 @@ func (b *Broker) findOwn(ctx context.Context, subject, id string, expected []uin
 // resolveDuplicate returns the position of the first publication with an
 // idempotency key, from its message or, once that is trimmed, from the
 // key's record.
-func (b *Broker) resolveDuplicate(ctx context.Context, recordSubject string, seq uint64) (broker.StreamPosition, error) {
+func (b *Broker) resolveDuplicate(ctx context.Context, recordSubject, msgID string, seq uint64) (broker.StreamPosition, error) {
 	m, err := b.leaderGet(ctx, b.historyStream, msgGetRequest{Seq: seq})
 	if err != nil {
 		return broker.StreamPosition{}, err
 	}
-	if m != nil && m.Header.Get(hdrKind) == kindPub {
+	if m != nil && m.Header.Get(hdrKind) == kindPub && m.Header.Get(hdrMsgID) == msgID {
 		off, err := strconv.ParseUint(m.Header.Get(hdrOffset), 10, 64)
 		if err == nil {
 			return broker.StreamPosition{Offset: off, Epoch: m.Header.Get(hdrEpoch)}, nil
