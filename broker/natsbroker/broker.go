@@ -416,7 +416,12 @@ func (b *Broker) close(ctx context.Context, wait bool) error {
 // Subscribe makes this node receive ch: it subscribes to the channel's
 // fan-out subject (and only to it, so a node never receives channels
 // nobody on it listens to) and records the stream's position, against
-// which the next deliveries are checked for gaps.
+// which the next deliveries are checked for gaps. It returns once the
+// node's NATS server has the subscription; the other servers of a cluster
+// learn of it a moment later. A publication with history routed by another
+// server in that moment is recovered from the stream (see the package
+// documentation); one without history is lost, as delivery without
+// history is at most once.
 func (b *Broker) Subscribe(ctx context.Context, ch string) error {
 	if err := b.ready(); err != nil {
 		return err

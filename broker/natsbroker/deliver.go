@@ -437,16 +437,27 @@ func (s *shard) onPosition(c ctrl) {
 		}
 		return
 	}
+	if !cs.known {
+		// The position at Subscribe. The other NATS servers learn of the
+		// new subscription a moment later, so what they route in that
+		// moment may be lost: check again after PositionCheckInterval, as
+		// after a delivery. A channel without a stream starts one with its
+		// first publication, at offset 1.
+		cs.known, cs.epoch, cs.offset = true, top.epoch, top.offset
+		cs.active, cs.checked = time.Now(), false
+		return
+	}
 	if top.epoch == "" {
-		if cs.activity != c.activity {
-			return // a stream appeared since
+		if cs.activity == c.activity {
+			// Still no stream: a channel without history, nothing to check
+			// until a publication with history shows up.
+			cs.checked, cs.noHistory = true, true
 		}
-		cs.checked = true
-		if !cs.known {
-			// No stream yet: its first publication starts one.
-			cs.known, cs.epoch, cs.offset = true, "", 0
+		if c.force {
+			// Deliveries may have been lost, and without history there is
+			// no telling.
+			s.gap(cs)
 		}
-		cs.noHistory = true
 		return
 	}
 	if cs.known && top.epoch != cs.epoch && cs.activity != c.activity {

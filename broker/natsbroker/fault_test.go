@@ -194,6 +194,23 @@ func TestLostLastPublicationFound(t *testing.T) {
 	expectStream(t, rec, "room", 3)
 }
 
+// The first publication after Subscribe lost, with nothing after it (a
+// subscription not yet known to the server that routed it), is found by
+// the position check that follows Subscribe.
+func TestLostFirstPublicationFound(t *testing.T) {
+	ts := startTestServer(t, EmbeddedOptions{})
+	pub := newTestBroker(t, Options{URLs: ts.url})
+	runTestBroker(t, pub, brokertest.NewRecorder(t))
+	sub := newTestBroker(t, Options{URLs: ts.url, PositionCheckInterval: 100 * time.Millisecond})
+	sub.lose = loseOffsets("room", 1)
+	rec := brokertest.NewRecorder(t)
+	runTestBroker(t, sub, rec)
+	subscribe(t, sub, "room")
+
+	publishRange(t, pub, "room", 1, 1, histOpts(10))
+	expectStream(t, rec, "room", 1)
+}
+
 // A node cut off from NATS reconnects by itself, reads back what it missed
 // on channels with history, and reports the channels without history,
 // whose losses it cannot know. Healthy follows the connection.
