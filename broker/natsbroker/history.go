@@ -69,13 +69,16 @@ func (b *Broker) liveTop(ctx context.Context, ch, tok string, metaTTL time.Durat
 			}
 			// Another node created or published first: read again.
 		case metaTTL > 0 && top.expires.Sub(now) < metaTTL:
-			ok, err := b.writeMeta(ctx, tok, top.seq, top, metaTTL, false)
+			// Renew for half as long again, so that the reads of a quiet
+			// channel write at most once per half meta TTL, not every time.
+			renew := metaTTL + metaTTL/2
+			ok, err := b.writeMeta(ctx, tok, top.seq, top, renew, false)
 			if err != nil {
 				return streamTop{}, err
 			}
 			if ok {
 				b.pubs.forget(ch)
-				top.expires = now.Add(metaTTL)
+				top.expires = now.Add(renew)
 			}
 			// When the write lost a race, a publication renewed the stream.
 			return top, nil
@@ -144,19 +147,28 @@ func (b *Broker) RemoveHistory(ctx context.Context, ch string) error {
 
 // readPubs returns the publications of top's stream that opts selects and
 // that are still visible: within the last HistorySize offsets and younger
-// than their HistoryTTL.
+// than their HistoryTTL. Since selects the publications after it, or with
+// Reverse those before it.
 func (b *Broker) readPubs(ctx context.Context, tok string, top streamTop, opts broker.HistoryOptions) ([]*broker.Publication, error) {
 	if opts.Limit == 0 || top.offset == 0 {
 		return nil, nil
 	}
-	lo := uint64(1)
+	lo, hi := uint64(1), top.offset
 	if opts.Since != nil && opts.Since.Epoch == top.epoch {
-		lo = opts.Since.Offset + 1
+		if opts.Reverse {
+			// Before Since, newest first: Centrifugo's backward paging.
+			if opts.Since.Offset == 0 {
+				return nil, nil
+			}
+			hi = min(hi, opts.Since.Offset-1)
+		} else {
+			lo = opts.Since.Offset + 1
+		}
 	}
 	if top.size > 0 && top.offset > uint64(top.size) {
 		lo = max(lo, top.offset-uint64(top.size)+1)
 	}
-	if lo > top.offset {
+	if lo > hi {
 		return nil, nil
 	}
 	msgs, err := b.readSubject(ctx, tok, top)
@@ -170,7 +182,7 @@ func (b *Broker) readPubs(ctx context.Context, tok string, top streamTop, opts b
 			continue
 		}
 		off, err := strconv.ParseUint(m.Header.Get(hdrOffset), 10, 64)
-		if err != nil || off < lo || off > top.offset {
+		if err != nil || off < lo || off > hi {
 			continue
 		}
 		if _, ttl := parseHistoryHeader(m.Header.Get(hdrHistory)); ttl > 0 && !now.Before(m.Time.Add(ttl)) {
