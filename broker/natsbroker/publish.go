@@ -179,6 +179,11 @@ func (p *publishers) forget(ch string) {
 // (on a majority of Replicas); the stream then republishes it to the
 // subscribed nodes. Without history the publication is handed to the NATS
 // connection and is delivered at most once.
+//
+// A request that timed out may have been stored anyway: Publish looks for
+// it before retrying, so it never stores one publication twice, but when
+// ctx ends first the error (wrapping broker.ErrUnavailable) leaves the
+// outcome unknown. Publish with an IdempotencyKey to retry safely.
 func (b *Broker) Publish(ctx context.Context, ch string, data []byte, opts broker.PublishOptions) (broker.StreamPosition, error) {
 	if err := b.ready(); err != nil {
 		return broker.StreamPosition{}, err
