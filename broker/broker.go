@@ -80,8 +80,8 @@ type PublishOptions struct {
 	// IdempotentResultTTL publishes nothing and returns the first one's
 	// position.
 	IdempotencyKey string
-	// IdempotentResultTTL bounds how long an IdempotencyKey is remembered.
-	// Zero means 5 minutes.
+	// IdempotentResultTTL bounds how long an IdempotencyKey is remembered
+	// at least (a broker may remember it longer). Zero means 5 minutes.
 	IdempotentResultTTL time.Duration
 }
 
@@ -147,13 +147,20 @@ type Broker interface {
 	Run(ctx context.Context, h EventHandler) error
 	// Subscribe makes this node receive ch's publications, joins and
 	// leaves. Subscribe and Unsubscribe of one channel are never called
-	// concurrently; callers serialize them per channel.
+	// concurrently; callers serialize them per channel. In a cluster, other
+	// nodes learn of the subscription a moment after Subscribe returns: a
+	// publication without history, a join or a leave published elsewhere in
+	// that moment may not be delivered; publications with history are
+	// recovered or reported with HandleGap.
 	Subscribe(ctx context.Context, ch string) error
-	// Unsubscribe stops delivering ch to this node.
+	// Unsubscribe stops delivering ch to this node. A delivery already in
+	// progress may still complete.
 	Unsubscribe(ctx context.Context, ch string) error
 	// Publish adds data to ch (and to its stream when opts.HistorySize >
 	// 0) and fans it out. It returns the publication's stream position,
-	// the zero value for a channel without history.
+	// the zero value for a channel without history. An error wrapping
+	// ErrUnavailable after a timeout may hide a publication that was
+	// stored: publish with an IdempotencyKey to retry safely.
 	Publish(ctx context.Context, ch string, data []byte, opts PublishOptions) (StreamPosition, error)
 	// PublishJoin and PublishLeave fan a presence event out. They are not
 	// kept in history.
@@ -172,7 +179,8 @@ type Broker interface {
 
 // PresenceManager keeps who is in which channel. Entries not refreshed by
 // AddPresence within the manager's TTL expire, so the entries of a node
-// that died disappear by themselves.
+// that died disappear by themselves. In a cluster, reads may reflect
+// changes made on another node a moment later.
 type PresenceManager interface {
 	// Presence returns ch's entries by client ID.
 	Presence(ctx context.Context, ch string) (map[string]*ClientInfo, error)

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"hash/maphash"
 	"sync"
 	"time"
@@ -345,6 +346,10 @@ func (m *Memory) Publish(ctx context.Context, ch string, data []byte, opts Publi
 	}
 	var pos StreamPosition
 	if opts.HistorySize > 0 {
+		if opts.HistoryTTL <= 0 {
+			s.mu.Unlock()
+			return StreamPosition{}, fmt.Errorf("broker: publish to %q: a history of %d publications needs a HistoryTTL", ch, opts.HistorySize)
+		}
 		st := s.streamLocked(ch, nowNS)
 		st.top++
 		pub.Offset = st.top
@@ -447,7 +452,13 @@ func (m *Memory) History(ctx context.Context, ch string, opts HistoryOptions) ([
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.streamLocked(ch, now)
-	st.metaExpireAt = max(st.metaExpireAt, now+int64(m.metaTTL(opts.MetaTTL)))
+	switch {
+	case st.metaExpireAt == 0:
+		// A stream History created: it keeps its epoch for the meta TTL.
+		st.metaExpireAt = now + int64(m.metaTTL(opts.MetaTTL))
+	case opts.MetaTTL > 0:
+		st.metaExpireAt = max(st.metaExpireAt, now+int64(opts.MetaTTL))
+	}
 	pos := StreamPosition{Offset: st.top, Epoch: st.epoch}
 	if opts.Limit == 0 || len(st.pubs) == 0 {
 		return nil, pos, nil
