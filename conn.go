@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,15 +46,16 @@ import (
 // Callbacks (Options.OnOpen, OnMessage, OnClose) run on the goroutine that
 // reads the connection, one at a time: OnOpen first, OnClose last.
 type Conn struct {
-	cfg         *connConfig
-	server      bool
-	subprotocol string
-	// Addresses: TCP ones as values (no allocation held per connection),
-	// others as given.
-	lap, rap     netip.AddrPort
-	laddr, raddr net.Addr
-	deflate      *deflater // nil unless permessage-deflate was negotiated
-	budget       *Budget   // nil when no memory budget applies
+	cfg    *connConfig
+	server bool
+	sub    int16 // the agreed subprotocol, an index in cfg.subprotocols; -1 for none
+	// Addresses: the local one shared with other connections on the same
+	// listener, a remote TCP one as a value (no allocation held per
+	// connection); any other remote address is in ext.
+	local   net.Addr
+	rap     netip.AddrPort
+	deflate *deflater // nil unless permessage-deflate was negotiated
+	budget  *Budget   // nil when no memory budget applies
 
 	// Exactly one transport: a file descriptor served by an event loop
 	// (fd >= 0, loop != nil), or a net.Conn with a reader goroutine (nt).
@@ -109,6 +111,7 @@ const (
 // connExt holds what few connections use, so that the rest do not pay for
 // it.
 type connExt struct {
+	raddr  net.Addr // a remote address other than TCP
 	value  any
 	pings  []pingWaiter
 	stream *messageWriter // the streaming writer that owns the message slot
@@ -174,22 +177,24 @@ func nanotime() int64 { return int64(time.Since(epoch)) }
 // attaches it to a transport.
 func newConn(nc net.Conn, server bool, cfg *config, sub string, dp *deflateParams) *Conn {
 	c := &Conn{
-		cfg:         cfg.cc,
-		server:      server,
-		subprotocol: sub,
-		budget:      cfg.Budget,
-		fd:          -1,
-		q:           &noQueue,
+		cfg:    cfg.cc,
+		server: server,
+		sub:    -1,
+		budget: cfg.Budget,
+		fd:     -1,
+		q:      &noQueue,
 	}
-	if a, ok := nc.LocalAddr().(*net.TCPAddr); ok {
-		c.lap = a.AddrPort()
-	} else {
-		c.laddr = nc.LocalAddr()
+	if sub != "" {
+		c.sub = int16(slices.Index(cfg.cc.subprotocols, sub))
+	}
+	c.local = nc.LocalAddr()
+	if a, ok := c.local.(*net.TCPAddr); ok && server {
+		c.local = internLocal(a)
 	}
 	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
 		c.rap = a.AddrPort()
 	} else {
-		c.raddr = nc.RemoteAddr()
+		c.ext = &connExt{raddr: nc.RemoteAddr()}
 	}
 	if dp != nil {
 		c.deflate = newDeflater(*dp, server)
@@ -204,26 +209,51 @@ func newConn(nc net.Conn, server bool, cfg *config, sub string, dp *deflateParam
 	return c
 }
 
+// localAddrs interns the local addresses of server connections: all the
+// connections of a listener share one.
+var localAddrs struct {
+	sync.Mutex
+	m map[netip.AddrPort]*net.TCPAddr
+}
+
+func internLocal(a *net.TCPAddr) net.Addr {
+	ap := a.AddrPort()
+	localAddrs.Lock()
+	defer localAddrs.Unlock()
+	if shared := localAddrs.m[ap]; shared != nil {
+		return shared
+	}
+	if localAddrs.m == nil {
+		localAddrs.m = make(map[netip.AddrPort]*net.TCPAddr)
+	}
+	if len(localAddrs.m) < 1024 {
+		localAddrs.m[ap] = net.TCPAddrFromAddrPort(ap)
+		return localAddrs.m[ap]
+	}
+	return a
+}
+
 // Subprotocol returns the subprotocol agreed in the handshake, or "".
-func (c *Conn) Subprotocol() string { return c.subprotocol }
+func (c *Conn) Subprotocol() string {
+	if c.sub < 0 {
+		return ""
+	}
+	return c.cfg.subprotocols[c.sub]
+}
 
 // Compressed reports whether permessage-deflate was negotiated.
 func (c *Conn) Compressed() bool { return c.deflate != nil }
 
-// LocalAddr returns the local network address.
-func (c *Conn) LocalAddr() net.Addr {
-	if c.laddr != nil {
-		return c.laddr
-	}
-	return net.TCPAddrFromAddrPort(c.lap)
-}
+// LocalAddr returns the local network address. The result is shared with
+// other connections: do not modify it.
+func (c *Conn) LocalAddr() net.Addr { return c.local }
 
 // RemoteAddr returns the peer's network address.
 func (c *Conn) RemoteAddr() net.Addr {
-	if c.raddr != nil {
-		return c.raddr
+	if c.rap.IsValid() {
+		return net.TCPAddrFromAddrPort(c.rap)
 	}
-	return net.TCPAddrFromAddrPort(c.rap)
+	return c.ext.raddr // set when the connection was made, never replaced
 }
 
 // SetValue attaches an application value to the connection (a user ID, a

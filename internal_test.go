@@ -225,8 +225,8 @@ func TestInflateInSteps(t *testing.T) {
 	in = append(in, "after"...)
 
 	c.feed(in, 1)
-	if len(got) != 0 || c.rs.inflating == nil || !c.rs.paused || len(c.rs.stash) != h+5 {
-		t.Fatalf("after one step: %d messages, inflating %v, paused %v, %d bytes kept", len(got), c.rs.inflating != nil, c.rs.paused, len(c.rs.stash))
+	if len(got) != 0 || c.rs.inflating == nil || !c.rs.paused || c.rs.rx == nil || len(c.rs.rx.stash) != h+5 {
+		t.Fatalf("after one step: %d messages, inflating %v, paused %v, kept %v", len(got), c.rs.inflating != nil, c.rs.paused, c.rs.rx)
 	}
 	steps := 1
 	for !c.tryResume(1) {

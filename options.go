@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -275,6 +276,7 @@ type connConfig struct {
 	slowStatus        StatusCode
 	slowReason        string
 	joinSep           []byte
+	subprotocols      []string
 	keepalive         bool
 	OnOpen            func(c *Conn)
 	OnMessage         func(c *Conn, typ MessageType, data []byte)
@@ -297,6 +299,7 @@ func (c *config) conn() *connConfig {
 		slowStatus:        c.SlowConsumerStatus,
 		slowReason:        c.SlowConsumerReason,
 		joinSep:           c.JoinSeparator,
+		subprotocols:      c.Subprotocols,
 		keepalive:         c.keepalive,
 		OnOpen:            c.OnOpen,
 		OnMessage:         c.OnMessage,
@@ -308,6 +311,9 @@ func newConfig(o *Options) *config {
 	c := &config{}
 	if o != nil {
 		c.Options = *o
+		// Connections refer to the list by index: it must not change.
+		c.Subprotocols = slices.Clone(c.Subprotocols)
+		c.JoinSeparator = slices.Clone(c.JoinSeparator)
 	}
 	if c.ReadLimit == 0 {
 		c.ReadLimit = DefaultReadLimit

@@ -11,34 +11,54 @@ import (
 // the connection (its event loop, or its reader goroutine) touches it.
 type readState struct {
 	hdr  [maxHeaderLen]byte
-	hdrN int
+	hdrN uint8
 
 	// The frame being read.
-	inFrame  bool
-	fin      bool
-	op       byte
-	masked   bool
-	key      uint32
-	keyPos   int
-	remain   int64
-	frameLen int64
+	inFrame bool
+	fin     bool
+	op      byte
+	masked  bool
+	keyPos  uint8
+	key     uint32
 
 	// The data message being assembled.
 	msgOp      byte // opText or opBinary; 0 between messages
 	msgDeflate bool
-	msg        []byte
-	msgSize    int64
 	utf8       utf8Validator
 
-	ctrl []byte // a control frame's payload split across reads; nil otherwise
+	discard bool // failed: parse frames, act only on close
+	stopped bool // the peer's close arrived: ignore all input
+	paused  bool // the receive queue is full or a message is inflating: keep input in rx.stash
 
-	progress  int       // payload bytes since the last sign of life counted
+	progress  int32 // payload bytes since the last sign of life counted
+	remain    int64
+	frameLen  int64
+	msgSize   int64
+	msg       []byte
 	inflating *inflater // a compressed message being inflated, step by step
+	rx        *readExt  // rarely needed state, made on demand
+}
 
-	discard bool   // failed: parse frames, act only on close
-	stopped bool   // the peer's close arrived: ignore all input
-	paused  bool   // the receive queue is full or a message is inflating: keep input in stash
-	stash   []byte // input not yet parsed while paused
+// readExt holds what the parser rarely needs, so that idle connections do
+// not carry it.
+type readExt struct {
+	ctrl  []byte // a control frame's payload split across reads
+	stash []byte // input not yet parsed while paused
+}
+
+// ext returns the parser's extension, making it on first use.
+func (rs *readState) ext() *readExt {
+	if rs.rx == nil {
+		rs.rx = &readExt{}
+	}
+	return rs.rx
+}
+
+// dropExt lets the extension go once it holds nothing.
+func (rs *readState) dropExt() {
+	if x := rs.rx; x != nil && x.ctrl == nil && x.stash == nil {
+		rs.rx = nil
+	}
 }
 
 // progressMark is how many payload bytes count as a sign of life when no
@@ -56,7 +76,7 @@ func (rs *readState) release() {
 		rs.inflating = nil
 	}
 	rs.msg = nil
-	rs.stash = nil
+	rs.rx = nil
 }
 
 // feed parses input. It runs on the reading goroutine and may call
@@ -74,7 +94,7 @@ func (c *Conn) feed(p []byte, now int64) {
 			if h == nil {
 				if rs.hdrN < 2 {
 					k := copy(rs.hdr[rs.hdrN:2], p)
-					rs.hdrN += k
+					rs.hdrN += uint8(k)
 					p = p[k:]
 					if rs.hdrN < 2 {
 						return
@@ -82,9 +102,9 @@ func (c *Conn) feed(p []byte, now int64) {
 				}
 				hl := headerLen(rs.hdr[0], rs.hdr[1])
 				k := copy(rs.hdr[rs.hdrN:hl], p)
-				rs.hdrN += k
+				rs.hdrN += uint8(k)
 				p = p[k:]
-				if rs.hdrN < hl {
+				if int(rs.hdrN) < hl {
 					return
 				}
 				h = rs.hdr[:hl]
@@ -106,13 +126,13 @@ func (c *Conn) feed(p []byte, now int64) {
 		chunk := p[:n]
 		p = p[n:]
 		if rs.masked {
-			rs.keyPos = maskBytes(rs.key, rs.keyPos, chunk)
+			rs.keyPos = uint8(maskBytes(rs.key, int(rs.keyPos), chunk))
 		}
 		rs.remain -= int64(n)
 		if rs.remain == 0 {
 			rs.inFrame = false
 		}
-		if rs.progress += n; rs.progress >= progressMark {
+		if rs.progress += int32(n); rs.progress >= progressMark {
 			rs.progress = 0
 			c.lastRecv.Store(now)
 		}
@@ -121,11 +141,12 @@ func (c *Conn) feed(p []byte, now int64) {
 	// Keep what was not parsed (p may itself be the stash: append copies
 	// with memmove semantics).
 	if rs.paused {
-		old := cap(rs.stash)
-		rs.stash = append(rs.stash[:0], p...)
-		c.charge(int64(cap(rs.stash) - old))
-	} else {
-		rs.stash = rs.stash[:0]
+		x := rs.ext()
+		old := cap(x.stash)
+		x.stash = append(x.stash[:0], p...)
+		c.charge(int64(cap(x.stash) - old))
+	} else if x := rs.rx; x != nil {
+		x.stash = x.stash[:0]
 	}
 }
 
@@ -145,15 +166,16 @@ func (c *Conn) tryResume(now int64) bool {
 		return false
 	}
 	rs.paused = false
-	if len(rs.stash) > 0 {
-		c.feed(rs.stash, now)
+	if x := rs.rx; x != nil && len(x.stash) > 0 {
+		c.feed(x.stash, now)
 		if rs.paused {
 			return false
 		}
 	}
-	if cap(rs.stash) > 0 {
-		c.charge(-int64(cap(rs.stash)))
-		rs.stash = nil
+	if x := rs.rx; x != nil && cap(x.stash) > 0 {
+		c.charge(-int64(cap(x.stash)))
+		x.stash = nil
+		rs.dropExt()
 	}
 	return true
 }
@@ -196,7 +218,9 @@ func (c *Conn) beginFrame(h []byte, now int64) bool {
 	}
 	isControl := op&0x8 != 0
 	if isControl {
-		rs.ctrl = rs.ctrl[:0]
+		if x := rs.rx; x != nil {
+			x.ctrl = x.ctrl[:0]
+		}
 		if !fin || n > maxControlLength {
 			if rs.discard {
 				c.shutdown()
@@ -274,17 +298,19 @@ func (c *Conn) payload(chunk []byte, now int64) {
 		return
 	}
 	if rs.op&0x8 != 0 {
-		if done && len(rs.ctrl) == 0 {
+		if done && (rs.rx == nil || len(rs.rx.ctrl) == 0) {
 			c.control(chunk, now) // the whole payload is here
 			return
 		}
-		if rs.ctrl == nil {
-			rs.ctrl = make([]byte, 0, maxControlLength)
+		x := rs.ext()
+		if x.ctrl == nil {
+			x.ctrl = make([]byte, 0, maxControlLength)
 		}
-		rs.ctrl = append(rs.ctrl, chunk...)
+		x.ctrl = append(x.ctrl, chunk...)
 		if done {
-			c.control(rs.ctrl, now)
-			rs.ctrl = nil
+			c.control(x.ctrl, now)
+			x.ctrl = nil
+			rs.dropExt()
 		}
 		return
 	}
