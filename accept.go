@@ -87,7 +87,7 @@ func upgrade(w http.ResponseWriter, r *http.Request, cfg *config) (*Conn, error)
 	var ext string
 	var dp *deflateParams
 	if cfg.Compression && cfg.Budget.allowsCompression() {
-		ext, dp = acceptDeflate(r.Header.Values("Sec-WebSocket-Extensions"))
+		ext, dp = acceptDeflate(r.Header.Values("Sec-WebSocket-Extensions"), cfg.ClientContextTakeover)
 	}
 	var b strings.Builder
 	b.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ")

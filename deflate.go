@@ -122,7 +122,10 @@ func splitOutsideQuotes(s string, sep byte) []string {
 // server_no_context_takeover, so its compressors can be pooled instead of
 // held per connection; it follows a client's window limit by compressing
 // without back-references (Huffman only), which is valid for any window.
-func acceptDeflate(values []string) (string, *deflateParams) {
+// Unless clientTakeover, it also asks the client for
+// client_no_context_takeover (RFC 7692 section 7.1.1.2 lets it, offered or
+// not), so that it keeps no 32 KiB inflate window per connection.
+func acceptDeflate(values []string, clientTakeover bool) (string, *deflateParams) {
 	for _, offer := range extensionOffers(values) {
 		if !strings.EqualFold(offer[0], deflateName) {
 			continue
@@ -132,6 +135,9 @@ func acceptDeflate(values []string) (string, *deflateParams) {
 			continue
 		}
 		p.serverNoContext = true
+		if !clientTakeover {
+			p.clientNoContext = true
+		}
 		resp := deflateName + "; server_no_context_takeover"
 		if p.clientNoContext {
 			resp += "; client_no_context_takeover"

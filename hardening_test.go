@@ -114,7 +114,7 @@ func TestSlowMessageIsCut(t *testing.T) {
 // Over the budget, the connections holding the most are closed and the
 // others keep working.
 func TestBudgetEvictsTheHeaviest(t *testing.T) {
-	budget := wsgate.NewBudget(3 << 20)
+	budget := wsgate.NewBudget(5 << 19) // 2.5 MiB
 	url, conns := testServer(t, &wsgate.Options{Budget: budget, ReadLimit: 8 << 20, OnMessage: func(c *wsgate.Conn, typ wsgate.MessageType, p []byte) {
 		c.Write(context.Background(), typ, p)
 	}})
@@ -122,8 +122,8 @@ func TestBudgetEvictsTheHeaviest(t *testing.T) {
 	goodServer := <-conns
 	t.Cleanup(func() { goodServer.CloseNow() })
 
-	// Two peers each send most of a 2 MiB message and stop: 4 MiB of
-	// reassembly buffers against a 3 MiB budget.
+	// Two peers send parts of 2 MiB messages and stop: 3 MiB of reassembly
+	// buffers against a 2.5 MiB budget.
 	var heavy []*rawPeer
 	var servers []*wsgate.Conn
 	for i := range 2 {
@@ -131,7 +131,13 @@ func TestBudgetEvictsTheHeaviest(t *testing.T) {
 		s := <-conns
 		t.Cleanup(func() { s.CloseNow() })
 		f := frame(true, 0x2, make([]byte, 2<<20))
-		p.send(f[:len(f)-(100<<10)*(i+1)]) // the second holds less
+		if i == 0 {
+			p.send(f[:len(f)-100<<10])
+			// All of it is held before the second one pushes the total over.
+			waitFor(t, "the first message to be held", func() bool { return budget.Used() >= 1900<<10 })
+		} else {
+			p.send(f[:900<<10]) // the second holds less: a 1 MiB buffer against 2 MiB
+		}
 		heavy, servers = append(heavy, p), append(servers, s)
 	}
 	if code := heavy[0].expectClose(); code != wsgate.StatusMessageTooBig {
@@ -152,7 +158,7 @@ func TestBudgetEvictsTheHeaviest(t *testing.T) {
 	if _, p := read(t, good); string(p) != "still served" {
 		t.Fatalf("got %q", p)
 	}
-	waitFor(t, "the budget to be given back", func() bool { return budget.Used() < 3<<20 })
+	waitFor(t, "the budget to be given back", func() bool { return budget.Used() < 5<<19 })
 }
 
 // A peer that stops reading holds at most its send queue; over the budget

@@ -105,6 +105,16 @@ type Options struct {
 	// memory, and it is only worth it for large, compressible messages.
 	Compression bool
 
+	// ClientContextTakeover lets clients keep their compression context
+	// from one message to the next (server side only). Their messages then
+	// compress better — small JSON messages by about a third
+	// (BenchmarkCompressionContext: 79 instead of 126 bytes for 160) — but
+	// the server holds a 32 KiB window for each such connection as long as
+	// it lives. Off by default: the server asks every client for
+	// client_no_context_takeover, so an idle compressed connection holds no
+	// compression state. The server's own messages never keep context.
+	ClientContextTakeover bool
+
 	// ReadLimit is the largest message, in bytes, the connection accepts
 	// (after decompression). A larger message closes the connection with
 	// 1009 (message too big) and the error wraps ErrMessageTooBig.

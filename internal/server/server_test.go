@@ -264,15 +264,18 @@ func TestDefaultMaxMessageSize(t *testing.T) {
 // others keep being served.
 func TestMemoryBudget(t *testing.T) {
 	t.Parallel()
-	ts := startServer(t, Config{Heartbeat: -1, MaxMessageSize: 4 << 20, MemoryBudget: 3 << 20})
+	ts := startServer(t, Config{Heartbeat: -1, MaxMessageSize: 4 << 20, MemoryBudget: 5 << 19})
 	good := dial(t, ts.wsURL(), nil)
-	// Two clients send most of a 2 MiB message and stop: 4 MiB of
-	// reassembly buffers against a 3 MiB budget.
-	for i := range 2 {
+	// Two clients send parts of 2 MiB messages and stop: 3 MiB of
+	// reassembly buffers (2 MiB and 1 MiB) against a 2.5 MiB budget.
+	for i, n := range []int{1900 << 10, 900 << 10} {
 		nc, _ := rawUpgrade(t, ts.addr)
 		f := maskedFrame(0x2, make([]byte, 2<<20))
-		if _, err := nc.Write(f[:len(f)-(100<<10)*(i+1)]); err != nil {
+		if _, err := nc.Write(f[:n]); err != nil {
 			t.Fatal(err)
+		}
+		if i == 0 {
+			waitFor(t, "the first message to be held", func() bool { return ts.Budget().Used() >= 1900<<10 })
 		}
 	}
 	rec := ts.logs.waitLog(t, "ws close", map[string]any{"code": 1009})
