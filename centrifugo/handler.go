@@ -53,6 +53,10 @@ type Config struct {
 	InsecureSkipOriginCheck bool
 	// Compression enables permessage-deflate when the client offers it.
 	Compression bool
+	// Budget, when set, is a memory budget the connections share with
+	// others (wsgate.Options.Budget): a server gives every endpoint the
+	// same one. Nil means no shared budget.
+	Budget *wsgate.Budget
 	// Version is sent to clients in the connect result. Defaults to
 	// "wsgate".
 	Version string
@@ -117,7 +121,19 @@ func NewHandler(cfg Config) *Handler {
 // centrifuge-protobuf subprotocol (or ?format=protobuf, as Centrifugo
 // allows); JSON otherwise.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s := &session{h: h, proto: protocol.TypeJSON}
+	if _, err := h.Upgrade(w, r, nil); err != nil {
+		h.log.Debug("centrifugo: upgrade refused", "remote", r.RemoteAddr, "err", err)
+	}
+}
+
+// Upgrade upgrades the request as ServeHTTP does and returns the
+// connection, or the error that refused it (the client has had its answer
+// then). onClose, when not nil, is called once when the connection has
+// ended, with the connection's error, after the hub was told
+// (hub.Client.Finish); it may run before Upgrade returns. Servers use it
+// to count and log connections.
+func (h *Handler) Upgrade(w http.ResponseWriter, r *http.Request, onClose func(*wsgate.Conn, error)) (*wsgate.Conn, error) {
+	s := &session{h: h, proto: protocol.TypeJSON, onClose: onClose}
 	if q := r.URL.Query(); q.Get("format") == "protobuf" || q.Get("cf_protocol") == "protobuf" {
 		s.proto = protocol.TypeProtobuf
 	} else if !offers(r, SubprotocolJSON) && offers(r, SubprotocolProtobuf) {
@@ -146,13 +162,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		SlowConsumerStatus: wsgate.StatusCode(hub.DisconnectSlow.Code),
 		SlowConsumerReason: hub.DisconnectSlow.Reason,
 		JoinSeparator:      join,
+		Budget:             h.cfg.Budget,
 		OnOpen:             s.open,
 		OnMessage:          s.onMessage,
-		OnClose:            s.onClose,
+		OnClose:            s.closed,
 	}
-	if _, err := wsgate.Upgrade(w, r, &opts); err != nil {
-		h.log.Debug("centrifugo: upgrade refused", "remote", r.RemoteAddr, "err", err)
-	}
+	return wsgate.Upgrade(w, r, &opts)
 }
 
 // offers reports whether the request offers the subprotocol sub.
@@ -187,8 +202,9 @@ func (s *session) open(conn *wsgate.Conn) {
 
 // session is one connection's protocol state.
 type session struct {
-	h     *Handler
-	proto protocol.Type
+	h       *Handler
+	proto   protocol.Type
+	onClose func(*wsgate.Conn, error) // Upgrade's hook; nil for none
 
 	mu        sync.Mutex
 	c         *hub.Client
@@ -208,7 +224,9 @@ func (s *session) attach(c *hub.Client) {
 	s.mu.Unlock()
 }
 
-func (s *session) onClose(_ *wsgate.Conn, err error) {
+// closed is the connection's OnClose: the hub client is told, then
+// Upgrade's hook.
+func (s *session) closed(conn *wsgate.Conn, err error) {
 	s.mu.Lock()
 	s.gone, s.goneErr = true, err
 	c := s.c
@@ -216,6 +234,9 @@ func (s *session) onClose(_ *wsgate.Conn, err error) {
 	s.mu.Unlock()
 	if c != nil {
 		c.Finish(err)
+	}
+	if s.onClose != nil {
+		s.onClose(conn, err)
 	}
 }
 
