@@ -3,11 +3,15 @@ package server
 import (
 	"errors"
 	"fmt"
+	"net"
 	"path"
 	"strings"
 	"time"
 
 	"github.com/wsgate/wsgate"
+	"github.com/wsgate/wsgate/auth"
+	"github.com/wsgate/wsgate/broker"
+	"github.com/wsgate/wsgate/hub"
 )
 
 // Defaults for the zero values of Config. Why each HTTP limit has its
@@ -145,6 +149,113 @@ type Config struct {
 	// closed at once. It applies to Serve and Run, not to Handler mounted
 	// elsewhere. Defaults to 1024; negative means no limit.
 	MaxHTTPConns int
+
+	// The hub: /connection/websocket (Centrifugo's client protocol) and
+	// the server API (/api/...). Its connections share MaxConns, the
+	// memory budget, MaxMessageSize, the origin policy, Compression and
+	// the keepalive (PingInterval and PingTimeout, as the protocol's own
+	// pings) with /ws.
+
+	// AllowAnonymous lets clients connect to /connection/websocket without
+	// a token, with an empty user ID (Centrifugo's
+	// client.allow_anonymous_connect_without_token). Off by default: then
+	// only clients with a valid connection token connect.
+	AllowAnonymous bool
+
+	// Tokens holds the keys that verify connection and subscription tokens
+	// (JWT): HS256/384/512 with HMACSecret, RS256/384/512 with
+	// RSAPublicKey, ES256/384/512 with ECDSAPublicKey, and the aud and iss
+	// claims tokens must carry when Audience and Issuer are set. Without
+	// any key every token is refused (3500 invalid token), so only
+	// anonymous clients can connect. HMACSecret is a secret: it never
+	// appears in logs.
+	Tokens auth.Config
+
+	// Channels holds the channel options. Nil means
+	// DefaultChannels(ChannelDefaults{}, AllowAnonymous): clients may
+	// subscribe to channels without a namespace, and history, presence,
+	// join/leave events and client publishing are off. A channel whose
+	// namespace Channels does not list is unknown (error 102).
+	Channels *hub.ChannelConfig
+
+	// APIKey is the server API's key, which requests carry in X-API-Key
+	// or "Authorization: apikey KEY". Empty, the API answers every
+	// request with 401, as Centrifugo does. A secret: it never appears in
+	// logs.
+	APIKey string
+
+	// APIAddr, when set, serves the server API on its own listener at
+	// this TCP address (host:port) at /api/, and not on Addr. Empty, the
+	// API is served at /api/ on Addr.
+	APIAddr string
+
+	// Broker carries publications between the hub and, in a cluster, the
+	// other nodes, and keeps channel history. Defaults to a broker.Memory
+	// (one node). When it implements broker.HealthChecker, /readyz
+	// reports its health. Serve runs it and the hub's Shutdown closes it,
+	// so a Broker serves one Server.
+	Broker broker.Broker
+}
+
+// ChannelDefaults are the quick-start settings of channels without a
+// namespace, as the flags -history-size, -history-ttl, -presence,
+// -join-leave and -allow-publish give them. DefaultChannels turns them
+// into channel options.
+type ChannelDefaults struct {
+	HistorySize  int           // publications kept per channel; 0: no history
+	HistoryTTL   time.Duration // how long each is kept; 0: no history
+	Presence     bool          // who is subscribed, and how many
+	JoinLeave    bool          // join and leave pushes
+	AllowPublish bool          // subscribers may publish
+}
+
+// DefaultChannelOptions returns the options of channels without a
+// namespace that d stands for, on a server that allows anonymous clients
+// or not. Each quick-start setting turns on what makes it usable by a
+// subscriber, where Centrifugo would need a second setting:
+//
+//   - always: AllowSubscribeForClient, and AllowSubscribeForAnonymous with
+//     allowAnonymous;
+//   - history (HistorySize and HistoryTTL both set): ForceRecovery and
+//     ForcePositioning (a client that comes back gets what it missed, a
+//     lost publication is detected) and AllowHistoryForSubscriber;
+//   - Presence: AllowPresenceForSubscriber;
+//   - JoinLeave: ForcePushJoinLeave (every subscriber gets the pushes,
+//     without asking);
+//   - AllowPublish: AllowPublishForSubscriber;
+//
+// and the ...ForAnonymous twin of each "for subscriber" permission when
+// allowAnonymous is set.
+func DefaultChannelOptions(d ChannelDefaults, allowAnonymous bool) hub.ChannelOptions {
+	history := d.HistorySize > 0 && d.HistoryTTL > 0
+	return hub.ChannelOptions{
+		AllowSubscribeForClient:    true,
+		AllowSubscribeForAnonymous: allowAnonymous,
+
+		HistorySize:               d.HistorySize,
+		HistoryTTL:                d.HistoryTTL,
+		ForceRecovery:             history,
+		ForcePositioning:          history,
+		AllowHistoryForSubscriber: history,
+		AllowHistoryForAnonymous:  history && allowAnonymous,
+
+		Presence:                   d.Presence,
+		AllowPresenceForSubscriber: d.Presence,
+		AllowPresenceForAnonymous:  d.Presence && allowAnonymous,
+
+		JoinLeave:          d.JoinLeave,
+		ForcePushJoinLeave: d.JoinLeave,
+
+		AllowPublishForSubscriber: d.AllowPublish,
+		AllowPublishForAnonymous:  d.AllowPublish && allowAnonymous,
+	}
+}
+
+// DefaultChannels returns the channel configuration with only channels
+// without a namespace, whose options are DefaultChannelOptions(d,
+// allowAnonymous).
+func DefaultChannels(d ChannelDefaults, allowAnonymous bool) *hub.ChannelConfig {
+	return &hub.ChannelConfig{Default: DefaultChannelOptions(d, allowAnonymous)}
 }
 
 // A FieldError reports an invalid Config field. Config validation returns
@@ -230,6 +341,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxHTTPConns == 0 {
 		c.MaxHTTPConns = DefaultMaxHTTPConns
 	}
+	if c.Channels == nil {
+		c.Channels = DefaultChannels(ChannelDefaults{}, c.AllowAnonymous)
+	}
 	var errs []error
 	bad := func(field string, value any, reason string) {
 		errs = append(errs, &FieldError{Field: field, Value: value, Reason: reason})
@@ -288,6 +402,14 @@ func (c Config) withDefaults() (Config, error) {
 		hosts = append(hosts, p)
 	}
 	c.AllowedHosts = hosts
+	if c.APIAddr != "" {
+		if _, _, err := net.SplitHostPort(c.APIAddr); err != nil {
+			bad("APIAddr", c.APIAddr, "want host:port, e.g. 127.0.0.1:8000")
+		} else if c.APIAddr == c.Addr {
+			bad("APIAddr", c.APIAddr, "is the main address; leave it empty to serve the API there")
+		}
+	}
+	errs = append(errs, validateChannels(c.Channels)...)
 	if err := errors.Join(errs...); err != nil {
 		return c, fmt.Errorf("server: invalid config: %w", err)
 	}

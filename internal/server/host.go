@@ -9,6 +9,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync/atomic"
 )
 
 // loopbackHosts is the default host allowlist of a server that listens on
@@ -182,9 +183,9 @@ func isLoopbackAddr(addr string) bool {
 // sent to a server that does not serve that name (RFC 9110 §15.5.20 defines
 // 421 for exactly that). It tells a confused operator to look at DNS or a
 // proxy's Host header rather than at credentials.
-func (s *Server) checkHost(h http.Handler) http.Handler {
+func (s *Server) checkHost(policy *atomic.Pointer[hostPolicy], h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if p := s.hosts.Load(); !p.allows(r.Host) {
+		if p := policy.Load(); !p.allows(r.Host) {
 			s.log.LogAttrs(r.Context(), slog.LevelWarn, "host rejected",
 				slog.Int("status", http.StatusMisdirectedRequest),
 				slog.String("host", r.Host),

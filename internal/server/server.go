@@ -1,12 +1,16 @@
-// Package server is the wsgate echo server behind cmd/wsgate: the
-// tutorial's /ws endpoint (echo every message, send "heartbeat" every
-// second), its browser page, health endpoints and a graceful shutdown.
+// Package server is the wsgate server behind cmd/wsgate: the tutorial's
+// /ws endpoint (echo every message, send "heartbeat" every second), the
+// hub's endpoints (/connection/websocket, Centrifugo's client protocol, and
+// the server API at /api/, on the main address or its own), the browser
+// page, health endpoints and a graceful shutdown.
 //
 // A Server keeps no goroutine, timer or buffer per connection: connections
 // run in wsgate's event-driven mode (Options.OnMessage), one ticker
 // goroutine owned by the Server walks the connection registry to send the
 // heartbeats, and the same registry serves the connection limit and the
-// shutdown.
+// shutdown. The hub (package hub, started by Serve) owns its own tickers;
+// its connections are in the same registry, so they share the connection
+// limit and the memory budget with /ws.
 //
 // Every HTTP connection that is not a WebSocket is bounded in time (read,
 // write and idle timeouts), in header size and in number (MaxHTTPConns,
@@ -27,6 +31,8 @@ import (
 	"time"
 
 	"github.com/wsgate/wsgate"
+	"github.com/wsgate/wsgate/auth"
+	"github.com/wsgate/wsgate/broker"
 	"github.com/wsgate/wsgate/web"
 )
 
@@ -34,9 +40,11 @@ import (
 // cut with CloseNow at the end of the shutdown timeout.
 const stragglerGrace = time.Second
 
-// Server is the echo server. Create it with New, then either call Serve
+// Server is the wsgate server. Create it with New, then either call Serve
 // with a listener or mount Handler in an http.Server of your own; Shutdown
-// (or cancelling Serve's context) closes every connection gracefully.
+// (or cancelling Serve's context) closes every connection gracefully. The
+// hub starts with Serve: before it, /connection/websocket and /api/ answer
+// 503.
 //
 // All methods may be called from any goroutine.
 type Server struct {
@@ -50,6 +58,15 @@ type Server struct {
 	http   *httpConns
 	hosts  atomic.Pointer[hostPolicy]
 	nextID atomic.Uint64
+
+	broker   broker.Broker                // Config.Broker or a Memory
+	tokens   *auth.Verifier               // nil without a token key
+	hub      atomic.Pointer[hubEndpoints] // set by Serve
+	apiHS    *http.Server                 // the API's own server; nil without Config.APIAddr
+	apiHTTP  *httpConns                   // its HTTP connections
+	apiHosts atomic.Pointer[hostPolicy]
+	apiBound atomic.Pointer[string] // the API listener's address, once listening
+	brokerUp atomic.Bool            // the broker's health as /readyz last saw it
 
 	mu       sync.Mutex
 	conns    map[*wsgate.Conn]*connInfo // upgraded and registered connections
@@ -68,6 +85,8 @@ type Server struct {
 type connInfo struct {
 	id    uint64
 	start time.Time
+	path  string // the endpoint: /ws or /connection/websocket
+	hub   bool   // a hub connection: no heartbeats, the hub closes it
 
 	// Guarded by Server.mu. The connection may end before the handler has
 	// registered it; then closed is set first and the handler logs the close.
@@ -101,25 +120,54 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.hosts.Store(hostPolicyFor(cfg.AllowedHosts, cfg.Addr))
 	s.http = newHTTPConns(cfg.MaxHTTPConns, log)
+	s.broker = cfg.Broker
+	if s.broker == nil {
+		s.broker = broker.NewMemory(broker.MemoryConfig{})
+	}
+	s.brokerUp.Store(true)
+	if t := cfg.Tokens; t.HMACSecret != "" || t.RSAPublicKey != nil || t.ECDSAPublicKey != nil {
+		if s.tokens, err = auth.New(t); err != nil {
+			return nil, fmt.Errorf("server: tokens: %w", err)
+		}
+	}
 
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("/ws", s.handleWS)
+	s.mux.HandleFunc(hubPath, s.handleHubWS)
 	s.mux.HandleFunc("GET /healthz", s.handleHealthz)
 	s.mux.HandleFunc("GET /readyz", s.handleReadyz)
 	s.mux.Handle("/", pageHeaders(http.FileServerFS(web.FS)))
-	s.root = s.checkHost(s.mux)
+	if cfg.APIAddr == "" {
+		s.mux.HandleFunc(apiPath, s.handleAPI)
+	} else {
+		s.mux.HandleFunc(apiPath, func(w http.ResponseWriter, r *http.Request) { plain(w, http.StatusNotFound, "404 page not found") })
+	}
+	s.root = s.checkHost(&s.hosts, s.mux)
+	s.hs = s.newHTTPServer(s.root, s.http)
 
-	s.hs = &http.Server{
-		Handler:           s.root,
-		ReadHeaderTimeout: cfg.HandshakeTimeout,
-		ReadTimeout:       cfg.ReadTimeout,
-		WriteTimeout:      cfg.WriteTimeout,
-		IdleTimeout:       cfg.IdleTimeout,
-		MaxHeaderBytes:    cfg.MaxHeaderBytes,
-		ConnState:         s.http.connState,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	if cfg.APIAddr != "" {
+		s.apiHosts.Store(hostPolicyFor(nil, cfg.APIAddr))
+		s.apiHTTP = newHTTPConns(cfg.MaxHTTPConns, log)
+		apiMux := http.NewServeMux()
+		apiMux.HandleFunc(apiPath, s.handleAPI)
+		s.apiHS = s.newHTTPServer(s.checkHost(&s.apiHosts, apiMux), s.apiHTTP)
 	}
 	return s, nil
+}
+
+// newHTTPServer returns an http.Server for h with the configured limits,
+// counting its connections in conns.
+func (s *Server) newHTTPServer(h http.Handler, conns *httpConns) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: s.cfg.HandshakeTimeout,
+		ReadTimeout:       s.cfg.ReadTimeout,
+		WriteTimeout:      s.cfg.WriteTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
+		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
+		ConnState:         conns.connState,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
 }
 
 // Run listens on cfg.Addr and serves until ctx is cancelled, then shuts down
@@ -141,14 +189,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	return s.Serve(ctx, ln)
 }
 
-// Handler returns the server's HTTP handler: /ws, /healthz, /readyz and the
-// page at /, behind the Host check (Config.AllowedHosts, resolved for
+// Handler returns the server's HTTP handler: /ws, /connection/websocket,
+// /api/ (unless Config.APIAddr moves it), /healthz, /readyz and the page at
+// /, behind the Host check (Config.AllowedHosts, resolved for
 // Config.Addr). The limits on HTTP connections (timeouts, header size,
 // MaxHTTPConns) belong to the http.Server that Serve runs; mounted in a
-// server of your own, Handler has only those you set there.
+// server of your own, Handler has only those you set there. The hub's
+// endpoints answer 503 until Serve has started the hub.
 func (s *Server) Handler() http.Handler { return s.root }
 
-// Serve accepts connections on ln until ctx is cancelled or Shutdown is
+// Serve starts the hub (and its broker), listens on Config.APIAddr when
+// set, and accepts connections on ln until ctx is cancelled or Shutdown is
 // called, then returns once the shutdown has finished: nil for a clean
 // shutdown, Shutdown's error otherwise. On ctx cancellation it runs
 // Shutdown itself, bounded by Config.ShutdownTimeout. Serve closes ln.
@@ -167,38 +218,79 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		// The default depends on the address actually served.
 		s.hosts.Store(hostPolicyFor(nil, ln.Addr().String()))
 	}
+	if err := s.startHub(ctx); err != nil {
+		ln.Close()
+		return err
+	}
+	var apiLn net.Listener
+	if s.apiHS != nil {
+		var err error
+		lc := net.ListenConfig{KeepAlive: -1}
+		if apiLn, err = lc.Listen(ctx, "tcp", s.cfg.APIAddr); err != nil {
+			ln.Close()
+			s.stopHub()
+			return fmt.Errorf("server: listen on the API address: %w", err)
+		}
+		addr := apiLn.Addr().String()
+		s.apiBound.Store(&addr)
+		s.apiHosts.Store(hostPolicyFor(nil, addr))
+	}
 	s.logStartup(ln.Addr())
-	errc := make(chan error, 1)
+	servers := 1
+	errc := make(chan error, 2)
 	go func() { errc <- s.hs.Serve(ln) }()
+	if apiLn != nil {
+		servers++
+		go func() { errc <- s.apiHS.Serve(apiLn) }()
+	}
 
+	var err error
 	select {
-	case err := <-errc:
+	case err = <-errc:
+		servers--
 		if errors.Is(err, http.ErrServerClosed) {
 			// Shutdown was called directly: report its outcome.
 			<-s.shutdownDone
-			return s.shutdownErr
+			err = s.shutdownErr
+			break
 		}
 		sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 		defer cancel()
-		return errors.Join(fmt.Errorf("server: serve: %w", err), s.Shutdown(sctx))
+		err = errors.Join(fmt.Errorf("server: serve: %w", err), s.Shutdown(sctx))
 	case <-ctx.Done():
 		sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 		defer cancel()
-		err := s.Shutdown(sctx)
-		<-errc
-		return err
+		err = s.Shutdown(sctx)
 	}
+	for range servers {
+		<-errc
+	}
+	return err
 }
 
-// Shutdown stops the server gracefully: /readyz and new /ws requests
-// answer 503, the listener closes (idle HTTP connections with it, while
-// in-flight HTTP requests get up to 1s, or half the time ctx leaves if that
-// is less, to finish: a client sending a slow body is cut off then), and
-// every WebSocket connection gets a close frame with 1001 (going away)
-// after the messages already queued for it. Shutdown then waits for the connections to end until ctx is done,
-// cuts the remaining ones off with CloseNow and returns an error wrapping
-// ctx's error. Calling it again waits for the first call and returns its
-// result.
+// APIAddr returns the address the server API's own listener is bound to,
+// or nil when it has none (Config.APIAddr unset, or Serve not started).
+func (s *Server) APIAddr() net.Addr {
+	if p := s.apiBound.Load(); p != nil {
+		addr, err := net.ResolveTCPAddr("tcp", *p)
+		if err == nil {
+			return addr
+		}
+	}
+	return nil
+}
+
+// Shutdown stops the server gracefully: /readyz and new WebSocket requests
+// answer 503, every /ws connection gets a close frame with 1001 (going
+// away) after the messages already queued for it, the listeners close
+// (idle HTTP connections with them, while in-flight HTTP requests, API
+// calls among them, get up to 1s, or half the time ctx leaves if that is
+// less, to finish: a client sending a slow body is cut off then), and then
+// the hub shuts down: its clients are disconnected with 3001 (shutdown),
+// and its broker closes once they have gone. Shutdown waits for every
+// connection to end until ctx is done, cuts the remaining ones off with
+// CloseNow and returns an error wrapping ctx's error. Calling it again
+// waits for the first call and returns its result.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	if s.draining {
@@ -217,11 +309,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.active == 0 {
 		close(s.drained)
 	}
-	open := s.snapshotLocked(nil)
+	total := len(s.conns)
+	open := s.snapshotLocked(nil, false)
 	s.mu.Unlock()
 
 	start := time.Now()
-	s.log.Info("shutting down", "conns", len(open), "timeout", deadlineLeft(ctx))
+	s.log.Info("shutting down", "conns", total, "hub_conns", total-len(open), "timeout", deadlineLeft(ctx))
 	for _, c := range open {
 		c.CloseWithStatus(wsgate.StatusGoingAway, "server shutting down")
 	}
@@ -231,17 +324,40 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		grace = min(grace, left/2)
 	}
 	s.http.drain(time.Now().Add(grace))
+	if s.apiHTTP != nil {
+		s.apiHTTP.drain(time.Now().Add(grace))
+	}
 
+	// The listeners first, so that no API call is cut off by the hub
+	// closing under it; then the hub.
 	var errs []error
-	if err := s.hs.Shutdown(ctx); err != nil {
-		s.hs.Close()
-		errs = append(errs, fmt.Errorf("server: shutdown: http: %w", err))
+	var errMu sync.Mutex
+	var wg sync.WaitGroup
+	for _, hs := range []*http.Server{s.hs, s.apiHS} {
+		if hs == nil {
+			continue
+		}
+		wg.Go(func() {
+			if err := hs.Shutdown(ctx); err != nil {
+				hs.Close()
+				errMu.Lock()
+				errs = append(errs, fmt.Errorf("server: shutdown: http: %w", err))
+				errMu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	hubDone := true
+	if hp := s.hub.Load(); hp != nil {
+		if err := hp.hub.Shutdown(ctx); err != nil {
+			hubDone = false
+		}
 	}
 	select {
 	case <-s.drained:
 	case <-ctx.Done():
 		s.mu.Lock()
-		left := s.snapshotLocked(nil)
+		left := s.snapshotLocked(nil, true)
 		s.mu.Unlock()
 		s.log.Warn("shutdown timeout: closing remaining connections", "conns", len(left))
 		for _, c := range left {
@@ -257,6 +373,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		if len(errs) == 0 {
 			errs = append(errs, fmt.Errorf("server: shutdown: %d connections cut off: %w", len(left), ctx.Err()))
 		}
+	}
+	if !hubDone {
+		// Its clients are gone now (or cut off): let its goroutines end and
+		// its broker close.
+		gctx, cancel := context.WithTimeout(context.Background(), stragglerGrace)
+		if err := s.hub.Load().hub.Shutdown(gctx); err != nil {
+			s.log.Error("hub still running after shutdown", "err", err)
+		}
+		cancel()
 	}
 	s.hbDone.Wait()
 	s.shutdownErr = errors.Join(errs...)
@@ -280,10 +405,13 @@ func (s *Server) ConnCount() int {
 // nil when Config.MemoryBudget is negative.
 func (s *Server) Budget() *wsgate.Budget { return s.budget }
 
-// snapshotLocked appends the registered connections to buf.
-func (s *Server) snapshotLocked(buf []*wsgate.Conn) []*wsgate.Conn {
-	for c := range s.conns {
-		buf = append(buf, c)
+// snapshotLocked appends the registered connections to buf: every one
+// with withHub, else only the /ws ones.
+func (s *Server) snapshotLocked(buf []*wsgate.Conn, withHub bool) []*wsgate.Conn {
+	for c, info := range s.conns {
+		if withHub || !info.hub {
+			buf = append(buf, c)
+		}
 	}
 	return buf
 }
@@ -321,6 +449,7 @@ func (s *Server) logStartup(addr net.Addr) {
 		"ping_timeout", c.PingTimeout,
 		"compression", c.Compression,
 	)
+	s.logHub()
 	s.log.Info("host check", "allowed_hosts", hosts.patterns(), "policy", hosts.source)
 	if hosts.any {
 		s.log.Warn("host check off: any Host header is answered, so a web page can reach this server through DNS rebinding; set -allowed-hosts when it is reachable from browsers")
@@ -335,17 +464,24 @@ func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
 	plain(w, http.StatusOK, "ok")
 }
 
-// handleReadyz answers 200 until the shutdown begins, then 503, so that a
-// load balancer stops sending new clients.
+// handleReadyz answers 200 while the server serves, so that a load
+// balancer sends it clients, and 503 before the hub has started, once the
+// shutdown has begun, and while the broker reports itself unhealthy
+// (broker.HealthChecker).
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	draining := s.draining
 	s.mu.Unlock()
-	if draining {
+	switch {
+	case draining:
 		plain(w, http.StatusServiceUnavailable, "shutting down")
-		return
+	case s.hub.Load() == nil:
+		plain(w, http.StatusServiceUnavailable, "starting")
+	case !s.brokerHealthy():
+		plain(w, http.StatusServiceUnavailable, "broker unavailable")
+	default:
+		plain(w, http.StatusOK, "ready")
 	}
-	plain(w, http.StatusOK, "ready")
 }
 
 // plain writes a short text/plain answer.

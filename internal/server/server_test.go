@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/wsgate/wsgate"
+	"github.com/wsgate/wsgate/hub"
 )
 
 // quiet is a config without heartbeats, so that reads see only echoes.
@@ -634,6 +635,7 @@ func TestConfigDefaults(t *testing.T) {
 		AllowOrigins: []string{}, AllowedHosts: []string{},
 		ReadTimeout: 15 * time.Second, WriteTimeout: 15 * time.Second, IdleTimeout: time.Minute,
 		MaxHeaderBytes: 32 << 10, MaxHTTPConns: 1024,
+		Channels: &hub.ChannelConfig{Default: hub.ChannelOptions{AllowSubscribeForClient: true}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", got, want)

@@ -21,30 +21,45 @@ func echo(c *wsgate.Conn, typ wsgate.MessageType, data []byte) {
 
 // handleWS upgrades /ws requests within the connection limit.
 func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
-	if msg := s.reserve(); msg != "" {
-		s.log.Warn("ws refused", "status", http.StatusServiceUnavailable, "reason", msg,
-			"remote", r.RemoteAddr, "max_conns", s.cfg.MaxConns)
-		w.Header().Set("Retry-After", "1")
-		plain(w, http.StatusServiceUnavailable, msg)
+	info, ok := s.admit(w, r, false)
+	if !ok {
 		return
 	}
-	info := &connInfo{id: s.nextID.Add(1), start: time.Now()}
 	opts := s.wsOpts
 	opts.OnClose = func(c *wsgate.Conn, err error) { s.onClose(info, c, err) }
 	c, err := wsgate.Upgrade(w, r, &opts)
+	s.upgraded(r, info, c, err)
+}
+
+// admit takes a connection slot for a WebSocket request to r's endpoint,
+// or answers 503 and reports false.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, hub bool) (*connInfo, bool) {
+	if msg := s.reserve(); msg != "" {
+		s.log.Warn("ws refused", "status", http.StatusServiceUnavailable, "reason", msg,
+			"path", r.URL.Path, "remote", r.RemoteAddr, "max_conns", s.cfg.MaxConns)
+		w.Header().Set("Retry-After", "1")
+		plain(w, http.StatusServiceUnavailable, msg)
+		return nil, false
+	}
+	return &connInfo{id: s.nextID.Add(1), start: time.Now(), path: r.URL.Path, hub: hub}, true
+}
+
+// upgraded registers a connection once its upgrade succeeded, or gives its
+// slot back and logs why it failed.
+func (s *Server) upgraded(r *http.Request, info *connInfo, c *wsgate.Conn, err error) {
 	if err != nil {
 		s.release()
 		if errors.Is(err, wsgate.ErrOriginNotAllowed) {
 			s.log.Warn("ws origin rejected", "status", http.StatusForbidden,
-				"origin", r.Header.Get("Origin"), "host", r.Host, "remote", r.RemoteAddr)
+				"origin", r.Header.Get("Origin"), "host", r.Host, "path", info.path, "remote", r.RemoteAddr)
 			return
 		}
-		s.log.Debug("ws bad handshake", "remote", r.RemoteAddr, "err", err)
+		s.log.Debug("ws bad handshake", "path", info.path, "remote", r.RemoteAddr, "err", err)
 		return
 	}
 	// Log before registering: onClose logs the close only for registered
 	// connections, so the open line always comes first.
-	s.log.Info("ws open", "id", info.id, "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"))
+	s.log.Info("ws open", "id", info.id, "path", info.path, "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"))
 	s.register(info, c)
 }
 
@@ -74,8 +89,8 @@ func (s *Server) release() {
 }
 
 // register adds an upgraded connection to the registry, unless it has
-// already ended. A connection that arrives while the server shuts down is
-// closed at once with 1001.
+// already ended. A /ws connection that arrives while the server shuts down
+// is closed at once with 1001; the hub closes its own (3001).
 func (s *Server) register(info *connInfo, c *wsgate.Conn) {
 	s.mu.Lock()
 	if info.closed {
@@ -87,8 +102,8 @@ func (s *Server) register(info *connInfo, c *wsgate.Conn) {
 	}
 	info.registered = true
 	s.conns[c] = info
-	draining := s.draining
-	if !draining && s.hbStop == nil && s.cfg.Heartbeat > 0 {
+	draining := s.draining && !info.hub
+	if !info.hub && !s.draining && s.hbStop == nil && s.cfg.Heartbeat > 0 {
 		s.hbStop = make(chan struct{})
 		s.hbDone.Add(1)
 		go s.heartbeat(s.hbStop)
@@ -121,6 +136,7 @@ func (s *Server) logClose(info *connInfo, c *wsgate.Conn, err error) {
 	st := c.Stats()
 	attrs := []slog.Attr{
 		slog.Uint64("id", info.id),
+		slog.String("path", info.path),
 		slog.String("remote", c.RemoteAddr().String()),
 		slog.Duration("duration", time.Since(info.start)),
 		slog.Uint64("msgs_in", st.MessagesIn),
@@ -146,8 +162,8 @@ func (s *Server) logClose(info *connInfo, c *wsgate.Conn, err error) {
 	s.log.LogAttrs(context.Background(), slog.LevelInfo, "ws close", attrs...)
 }
 
-// heartbeat sends HeartbeatMessage on every registered connection once per
-// Config.Heartbeat until stop is closed. It is the only goroutine the
+// heartbeat sends HeartbeatMessage on every registered /ws connection
+// once per Config.Heartbeat until stop is closed. It is the only goroutine the
 // Server runs for its connections.
 func (s *Server) heartbeat(stop <-chan struct{}) {
 	defer s.hbDone.Done()
@@ -161,7 +177,7 @@ func (s *Server) heartbeat(stop <-chan struct{}) {
 		case <-t.C:
 		}
 		s.mu.Lock()
-		snap = s.snapshotLocked(snap[:0])
+		snap = s.snapshotLocked(snap[:0], false)
 		s.mu.Unlock()
 		for _, c := range snap {
 			// Errors need no handling here: a closing connection refuses
