@@ -13,27 +13,36 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wsgate/wsgate/hub"
 	"gopkg.in/yaml.v3"
 )
 
 // fileConfig is the schema of the -config file and of -print-config's
 // output. Its keys follow Centrifugo v6's configuration where Centrifugo
-// has the same setting (http_server.address and port, client.*,
-// websocket.*, shutdown.timeout, log.level), so an operator coming from
-// Centrifugo recognises them; the hub's settings will join them under
-// Centrifugo's names (client.token, http_api, channel; see
-// docs/server.md). A nil field was not set.
+// has the same setting (http_server.address and port, http_api.key,
+// client.*, channel.*, websocket.*, shutdown.timeout, log.level), so an
+// operator coming from Centrifugo recognises them, and a Centrifugo
+// channel configuration works unchanged. A nil field was not set.
 //
-// A field tagged secret:"true" (an API key, a token secret) is masked by
-// -print-config. There is none yet; TestSecretsAreTagged makes sure future
-// ones are tagged.
+// A field tagged secret:"true" (the API key, the token secret) is masked
+// by -print-config; TestSecretsAreTagged makes sure every one is tagged.
 type fileConfig struct {
 	HTTPServer httpServerSection `yaml:"http_server" json:"http_server"`
+	HTTPAPI    httpAPISection    `yaml:"http_api" json:"http_api"`
 	Client     clientSection     `yaml:"client" json:"client"`
+	Channel    channelSection    `yaml:"channel" json:"channel"`
 	WebSocket  websocketSection  `yaml:"websocket" json:"websocket"`
 	Echo       echoSection       `yaml:"echo" json:"echo"`
 	Shutdown   shutdownSection   `yaml:"shutdown" json:"shutdown"`
 	Log        logSection        `yaml:"log" json:"log"`
+}
+
+type httpAPISection struct {
+	Key *string `yaml:"key" json:"key" secret:"true"`
+	// Address and Port are -api-addr: the API's own listener. Port 0
+	// (unset) serves the API on the main address.
+	Address *string `yaml:"address" json:"address"`
+	Port    *int    `yaml:"port" json:"port"`
 }
 
 type httpServerSection struct {
@@ -49,10 +58,102 @@ type httpServerSection struct {
 }
 
 type clientSection struct {
-	AllowedOrigins  []string  `yaml:"allowed_origins" json:"allowed_origins"`
-	ConnectionLimit *int      `yaml:"connection_limit" json:"connection_limit"`
-	PingInterval    *duration `yaml:"ping_interval" json:"ping_interval"`
-	PongTimeout     *duration `yaml:"pong_timeout" json:"pong_timeout"`
+	AllowedOrigins  []string     `yaml:"allowed_origins" json:"allowed_origins"`
+	ConnectionLimit *int         `yaml:"connection_limit" json:"connection_limit"`
+	PingInterval    *duration    `yaml:"ping_interval" json:"ping_interval"`
+	PongTimeout     *duration    `yaml:"pong_timeout" json:"pong_timeout"`
+	Token           tokenSection `yaml:"token" json:"token"`
+	AllowAnonymous  *bool        `yaml:"allow_anonymous_connect_without_token" json:"allow_anonymous_connect_without_token"`
+}
+
+// tokenSection holds the keys of connection and subscription tokens. The
+// public keys are PEM text or the path of a PEM file (relative to the
+// config file); they are not secrets.
+type tokenSection struct {
+	HMACSecretKey  *string `yaml:"hmac_secret_key" json:"hmac_secret_key" secret:"true"`
+	RSAPublicKey   *string `yaml:"rsa_public_key" json:"rsa_public_key"`
+	ECDSAPublicKey *string `yaml:"ecdsa_public_key" json:"ecdsa_public_key"`
+	Audience       *string `yaml:"audience" json:"audience"`
+	Issuer         *string `yaml:"issuer" json:"issuer"`
+}
+
+// channelSection is Centrifugo's channel section: the options of channels
+// without a namespace, the namespaces, and the rules of channel names.
+type channelSection struct {
+	WithoutNamespace  channelOptions     `yaml:"without_namespace" json:"without_namespace"`
+	Namespaces        []namespaceSection `yaml:"namespaces" json:"namespaces"`
+	PrivatePrefix     *string            `yaml:"private_prefix" json:"private_prefix"`
+	NamespaceBoundary *string            `yaml:"namespace_boundary" json:"namespace_boundary"`
+	MaxLength         *int               `yaml:"max_length" json:"max_length"`
+}
+
+type namespaceSection struct {
+	Name           *string `yaml:"name" json:"name"`
+	channelOptions `yaml:",inline"`
+}
+
+// channelOptions are Centrifugo's channel options. Each field has the
+// name of its hub.ChannelOptions field, which channelOptionsTo and
+// channelOptionsFrom rely on (TestChannelOptionsSchema checks it).
+type channelOptions struct {
+	Presence                   *bool     `yaml:"presence" json:"presence"`
+	JoinLeave                  *bool     `yaml:"join_leave" json:"join_leave"`
+	ForcePushJoinLeave         *bool     `yaml:"force_push_join_leave" json:"force_push_join_leave"`
+	HistorySize                *int      `yaml:"history_size" json:"history_size"`
+	HistoryTTL                 *duration `yaml:"history_ttl" json:"history_ttl"`
+	HistoryMetaTTL             *duration `yaml:"history_meta_ttl" json:"history_meta_ttl"`
+	ForcePositioning           *bool     `yaml:"force_positioning" json:"force_positioning"`
+	AllowPositioning           *bool     `yaml:"allow_positioning" json:"allow_positioning"`
+	ForceRecovery              *bool     `yaml:"force_recovery" json:"force_recovery"`
+	AllowRecovery              *bool     `yaml:"allow_recovery" json:"allow_recovery"`
+	AllowSubscribeForClient    *bool     `yaml:"allow_subscribe_for_client" json:"allow_subscribe_for_client"`
+	AllowSubscribeForAnonymous *bool     `yaml:"allow_subscribe_for_anonymous" json:"allow_subscribe_for_anonymous"`
+	SubscribeTokenRequired     *bool     `yaml:"subscribe_token_required" json:"subscribe_token_required"`
+	AllowPublishForClient      *bool     `yaml:"allow_publish_for_client" json:"allow_publish_for_client"`
+	AllowPublishForSubscriber  *bool     `yaml:"allow_publish_for_subscriber" json:"allow_publish_for_subscriber"`
+	AllowPublishForAnonymous   *bool     `yaml:"allow_publish_for_anonymous" json:"allow_publish_for_anonymous"`
+	AllowPresenceForClient     *bool     `yaml:"allow_presence_for_client" json:"allow_presence_for_client"`
+	AllowPresenceForSubscriber *bool     `yaml:"allow_presence_for_subscriber" json:"allow_presence_for_subscriber"`
+	AllowPresenceForAnonymous  *bool     `yaml:"allow_presence_for_anonymous" json:"allow_presence_for_anonymous"`
+	AllowHistoryForClient      *bool     `yaml:"allow_history_for_client" json:"allow_history_for_client"`
+	AllowHistoryForSubscriber  *bool     `yaml:"allow_history_for_subscriber" json:"allow_history_for_subscriber"`
+	AllowHistoryForAnonymous   *bool     `yaml:"allow_history_for_anonymous" json:"allow_history_for_anonymous"`
+	AllowUserLimitedChannels   *bool     `yaml:"allow_user_limited_channels" json:"allow_user_limited_channels"`
+	ChannelRegex               *string   `yaml:"channel_regex" json:"channel_regex"`
+}
+
+// channelOptionsTo returns base with every option set in o replaced.
+func channelOptionsTo(base hub.ChannelOptions, o channelOptions) hub.ChannelOptions {
+	dst := reflect.ValueOf(&base).Elem()
+	src := reflect.ValueOf(o)
+	for i := range src.NumField() {
+		f := src.Field(i)
+		if f.IsNil() {
+			continue
+		}
+		d := dst.FieldByName(src.Type().Field(i).Name)
+		if v, ok := f.Interface().(*duration); ok {
+			d.SetInt(int64(*v))
+			continue
+		}
+		d.Set(f.Elem().Convert(d.Type()))
+	}
+	return base
+}
+
+// channelOptionsFrom returns every option of o, set.
+func channelOptionsFrom(o hub.ChannelOptions) channelOptions {
+	var out channelOptions
+	dst := reflect.ValueOf(&out).Elem()
+	src := reflect.ValueOf(o)
+	for i := range dst.NumField() {
+		f := dst.Field(i)
+		v := src.FieldByName(dst.Type().Field(i).Name)
+		p := reflect.New(f.Type().Elem())
+		p.Elem().Set(v.Convert(f.Type().Elem()))
+		f.Set(p)
+	}
+	return out
 }
 
 type websocketSection struct {
@@ -209,7 +310,7 @@ func decodeNode(n *yaml.Node, v reflect.Value, path string) error {
 			if !ok {
 				return fmt.Errorf("line %d: unknown key %s", k.Line, key)
 			}
-			if err := decodeNode(val, v.Field(f), key); err != nil {
+			if err := decodeNode(val, v.FieldByIndex(f), key); err != nil {
 				return err
 			}
 		}
@@ -251,14 +352,22 @@ func decodeNode(n *yaml.Node, v reflect.Value, path string) error {
 	return nil
 }
 
-// fieldByKey returns the index of t's field whose yaml key is key.
-func fieldByKey(t reflect.Type, key string) (int, bool) {
+// fieldByKey returns the index of t's field whose yaml key is key, looking
+// into inline fields too.
+func fieldByKey(t reflect.Type, key string) ([]int, bool) {
 	for i := range t.NumField() {
-		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); name == key {
-			return i, true
+		name, opts, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+		if name == "" && opts == "inline" {
+			if sub, ok := fieldByKey(t.Field(i).Type, key); ok {
+				return append([]int{i}, sub...), true
+			}
+			continue
+		}
+		if name == key {
+			return []int{i}, true
 		}
 	}
-	return 0, false
+	return nil, false
 }
 
 func joinKey(path, key string) string {
@@ -361,7 +470,7 @@ func effectiveFileConfig(o options) (fileConfig, error) {
 	limit := func(n int) *int { v := max(n, 0); return &v }
 	dur := func(d time.Duration) *duration { v := duration(d); return &v }
 	level := strings.ToLower(o.logLevel.String())
-	return fileConfig{
+	fc := fileConfig{
 		HTTPServer: httpServerSection{
 			Address:          &host,
 			Port:             &port,
@@ -387,7 +496,34 @@ func effectiveFileConfig(o options) (fileConfig, error) {
 		Echo:     echoSection{Heartbeat: zeroIfNegative(c.Heartbeat)},
 		Shutdown: shutdownSection{Timeout: dur(c.ShutdownTimeout)},
 		Log:      logSection{Level: &level, Format: &o.logFormat},
-	}, nil
+	}
+	fc.Client.Token = tokenSection{
+		HMACSecretKey:  &c.Tokens.HMACSecret,
+		RSAPublicKey:   &o.tokenRSA,
+		ECDSAPublicKey: &o.tokenECDSA,
+		Audience:       &c.Tokens.Audience,
+		Issuer:         &c.Tokens.Issuer,
+	}
+	fc.Client.AllowAnonymous = &c.AllowAnonymous
+	apiHost, apiPort := "", 0
+	if c.APIAddr != "" {
+		if apiHost, apiPort, err = splitAddr(c.APIAddr); err != nil {
+			return fileConfig{}, fmt.Errorf("API address %q: %w", c.APIAddr, err)
+		}
+	}
+	fc.HTTPAPI = httpAPISection{Key: &c.APIKey, Address: &apiHost, Port: &apiPort}
+	ch := c.Channels
+	fc.Channel = channelSection{
+		WithoutNamespace:  channelOptionsFrom(ch.Default),
+		Namespaces:        []namespaceSection{},
+		PrivatePrefix:     &ch.PrivatePrefix,
+		NamespaceBoundary: &ch.NamespaceBoundary,
+		MaxLength:         &ch.MaxLength,
+	}
+	for _, ns := range ch.Namespaces {
+		fc.Channel.Namespaces = append(fc.Channel.Namespaces, namespaceSection{Name: &ns.Name, channelOptions: channelOptionsFrom(ns.ChannelOptions)})
+	}
+	return fc, nil
 }
 
 // nonNil returns s, or an empty list for nil, so that it prints as [].

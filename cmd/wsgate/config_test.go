@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wsgate/wsgate/hub"
 	"gopkg.in/yaml.v3"
 )
 
@@ -197,10 +198,41 @@ func TestConfigFileErrors(t *testing.T) {
 	}{
 		{"unknown key", "w.yaml", "http_server:\n  port: 1\n  read_timout: 5s\n", nil,
 			[]string{"line 3: unknown key http_server.read_timout"}},
-		{"unknown section", "w.yaml", "client:\n  token:\n    hmac_secret_key: x\n", nil,
-			[]string{"line 2: unknown key client.token"}},
-		{"unknown top-level key in JSON", "w.json", `{"http_server": {}, "http_api": {"key": "k"}}`, nil,
-			[]string{"unknown key http_api"}},
+		{"unknown nested key", "w.yaml", "client:\n  token:\n    hmac_secret: x\n", nil,
+			[]string{"line 3: unknown key client.token.hmac_secret"}},
+		{"unknown section", "w.yaml", "clients:\n  token: x\n", nil,
+			[]string{"line 1: unknown key clients"}},
+		{"unknown key in JSON", "w.json", `{"http_server": {}, "http_api": {"keyy": "k"}}`, nil,
+			[]string{"unknown key http_api.keyy"}},
+		{"unknown namespace option", "w.yaml", "channel:\n  namespaces:\n    - name: chat\n      presense: true\n", nil,
+			[]string{"line 4: unknown key channel.namespaces[0].presense"}},
+		{"namespaces wants a list", "w.yaml", "channel:\n  namespaces:\n    name: chat\n", nil,
+			[]string{"line 3: channel.namespaces: want a list"}},
+		{"namespace without a name", "w.yaml", "channel:\n  namespaces:\n    - presence: true\n", nil,
+			[]string{"invalid channel.namespaces[0]", "a namespace needs a name"}},
+		{"bad namespace name", "w.yaml", "channel:\n  namespaces:\n    - name: a\n    - name: ok\n    - name: ok\n", nil,
+			[]string{"invalid channel.namespaces[0].name \"a\" (in ", "invalid channel.namespaces[2].name \"ok\" (in ", "defined twice"}},
+		{"namespace history needs a TTL", "w.yaml", "channel:\n  namespaces:\n    - name: chat\n      history_size: 10\n      force_recovery: true\n", nil,
+			[]string{"invalid channel.namespaces[0].history_ttl 0s (in ", "history needs both a size and a TTL",
+				"invalid channel.namespaces[0].force_recovery true (in ", "needs history"}},
+		{"bad channel regex", "w.yaml", "channel:\n  without_namespace:\n    channel_regex: \"[\"\n", nil,
+			[]string{"invalid channel.without_namespace.channel_regex \"[\" (in ", "not a valid regular expression"}},
+		{"flag history without its TTL names the flag", "w.yaml", "{}\n", []string{"-history-size=10"},
+			[]string{"invalid -history-ttl 0s: history needs both a size and a TTL: the size is 10"}},
+		{"negative history size", "w.yaml", "channel:\n  without_namespace:\n    history_size: -1\n", nil,
+			[]string{"invalid channel.without_namespace.history_size -1 (in ", "must not be negative"}},
+		{"bad RSA key", "w.yaml", "client:\n  token:\n    rsa_public_key: \"-----BEGIN PUBLIC KEY-----\\nnope\\n-----END PUBLIC KEY-----\"\n", nil,
+			[]string{"invalid client.token.rsa_public_key \"-----BEGIN PUBLIC KEY-----", "...\" (in ", "RSA public key"}},
+		{"missing ECDSA key file", "w.yaml", "client:\n  token:\n    ecdsa_public_key: no-such-file.pem\n", nil,
+			[]string{"invalid client.token.ecdsa_public_key \"no-such-file.pem\" (in ", "neither PEM text nor a readable PEM file"}},
+		{"API address without a port", "w.yaml", "http_api:\n  address: 10.0.0.1\n", nil,
+			[]string{"invalid http_api.address 10.0.0.1:0 (in ", "needs a port"}},
+		{"API address with port 0", "w.yaml", "{}\n", []string{"-api-addr=127.0.0.1:0"},
+			[]string{"invalid -api-addr 127.0.0.1:0: an API address needs a port"}},
+		{"API port out of range", "w.yaml", "http_api:\n  port: 70000\n", nil,
+			[]string{"invalid http_api.port 70000 (in "}},
+		{"API on the main address", "w.yaml", "http_server:\n  address: 127.0.0.1\n  port: 7000\n", []string{"-api-addr=127.0.0.1:7000"},
+			[]string{"invalid -api-addr 127.0.0.1:7000: is the main address"}},
 		{"duplicate key", "w.yaml", "log:\n  level: info\n  level: debug\n", nil,
 			[]string{"line 3: log.level: set twice"}},
 		{"bad duration", "w.yaml", "http_server:\n  read_timeout: fast\n", nil,
@@ -247,8 +279,18 @@ func TestExampleConfigFile(t *testing.T) {
 	if want := []string{"ws.example.com", "localhost"}; !reflect.DeepEqual(got.server.AllowedHosts, want) {
 		t.Errorf("example allowed hosts %q, want %q", got.server.AllowedHosts, want)
 	}
-	// Apart from its host list the example shows the defaults.
+	wantNS := []hub.Namespace{{Name: "chat", ChannelOptions: hub.ChannelOptions{
+		AllowSubscribeForClient: true, AllowPublishForSubscriber: true,
+		Presence: true, AllowPresenceForSubscriber: true, JoinLeave: true,
+		HistorySize: 100, HistoryTTL: 5 * time.Minute, ForceRecovery: true, AllowHistoryForSubscriber: true,
+	}}}
+	if !reflect.DeepEqual(got.server.Channels.Namespaces, wantNS) {
+		t.Errorf("example namespaces\n %+v\nwant %+v", got.server.Channels.Namespaces, wantNS)
+	}
+	// Apart from its host list and its namespace the example shows the
+	// defaults.
 	got.server.AllowedHosts = defaultConfig().AllowedHosts
+	got.server.Channels.Namespaces = []hub.Namespace{}
 	want := options{server: defaultConfig(), logFormat: "text", configFile: example}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("example:\n got %+v\nwant %+v", got, want)
@@ -258,19 +300,19 @@ func TestExampleConfigFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var doc map[string]map[string]any
+	var doc map[string]any
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		t.Fatal(err)
 	}
 	for _, key := range schemaKeys(reflect.TypeFor[fileConfig](), "") {
-		section, name, _ := strings.Cut(key, ".")
-		if _, ok := doc[section][name]; !ok {
+		if _, ok := lookup(doc, key); !ok {
 			t.Errorf("the example lacks %s", key)
 		}
 	}
 }
 
-// schemaKeys lists the dotted keys of a fileConfig type's leaves.
+// schemaKeys lists the dotted keys of a fileConfig type's leaves; a list
+// of sections (channel.namespaces) is a leaf.
 func schemaKeys(t reflect.Type, prefix string) []string {
 	var keys []string
 	for i := range t.NumField() {
@@ -286,6 +328,21 @@ func schemaKeys(t reflect.Type, prefix string) []string {
 	return keys
 }
 
+// lookup returns the value at a dotted key in a decoded YAML document.
+func lookup(doc map[string]any, key string) (any, bool) {
+	var v any = doc
+	for _, part := range strings.Split(key, ".") {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if v, ok = m[part]; !ok {
+			return nil, false
+		}
+	}
+	return v, true
+}
+
 func TestEveryKeyIsDocumented(t *testing.T) {
 	doc, err := os.ReadFile("../../docs/server.md")
 	if err != nil {
@@ -294,6 +351,12 @@ func TestEveryKeyIsDocumented(t *testing.T) {
 	for _, key := range schemaKeys(reflect.TypeFor[fileConfig](), "") {
 		if !bytes.Contains(doc, []byte("`"+key+"`")) {
 			t.Errorf("docs/server.md does not name the key %s", key)
+		}
+	}
+	// A namespace's keys: its name, and the channel options.
+	for _, key := range schemaKeys(reflect.TypeFor[namespaceSection](), "") {
+		if !bytes.Contains(doc, []byte("`"+key+"`")) {
+			t.Errorf("docs/server.md does not name the namespace key %s", key)
 		}
 	}
 	// And each setting's key is one of the schema's.
@@ -377,13 +440,12 @@ func TestPrintConfigShowsEveryKey(t *testing.T) {
 	if err := printConfig(mustParse(t, []string{"-print-config"}, env()), &out); err != nil {
 		t.Fatal(err)
 	}
-	var doc map[string]map[string]any
+	var doc map[string]any
 	if err := yaml.Unmarshal(out.Bytes(), &doc); err != nil {
 		t.Fatal(err)
 	}
 	for _, key := range schemaKeys(reflect.TypeFor[fileConfig](), "") {
-		section, name, _ := strings.Cut(key, ".")
-		if v, ok := doc[section][name]; !ok || v == nil {
+		if v, ok := lookup(doc, key); !ok || v == nil {
 			t.Errorf("-print-config lacks %s:\n%s", key, out.String())
 		}
 	}
@@ -427,9 +489,12 @@ func TestMaskSecrets(t *testing.T) {
 }
 
 // TestSecretsAreTagged makes sure a key, secret, password or token setting
-// added to the schema carries secret:"true", so -print-config masks it.
+// added to the schema carries secret:"true", so -print-config masks it. A
+// public key is not a secret, nor is a setting that is not a string (such
+// as subscribe_token_required).
 func TestSecretsAreTagged(t *testing.T) {
 	secretName := regexp.MustCompile(`(^|_)(key|secret|password|token)($|_)`)
+	public := regexp.MustCompile(`(^|_)public_key$`)
 	var walk func(t reflect.Type, path string)
 	checked := 0
 	walk = func(typ reflect.Type, path string) {
@@ -446,6 +511,9 @@ func TestSecretsAreTagged(t *testing.T) {
 				continue
 			}
 			checked++
+			if ft.Kind() != reflect.String || public.MatchString(name) {
+				continue
+			}
 			if secretName.MatchString(name) && f.Tag.Get("secret") != "true" {
 				t.Errorf("%s looks like a secret but is not tagged secret:\"true\"", key)
 			}

@@ -7,12 +7,17 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
+	"reflect"
 	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/wsgate/wsgate"
+	"github.com/wsgate/wsgate/auth"
+	"github.com/wsgate/wsgate/hub"
 	"github.com/wsgate/wsgate/internal/server"
 )
 
@@ -25,16 +30,22 @@ var version = "dev"
 // also read from WSGATE_MAX_CONNS.
 const envPrefix = "WSGATE_"
 
-const description = `wsgate serves the WebSocket echo server of the tutorial, ready for real use:
-/ws echoes every message back with its type and sends the text message
-"heartbeat" every -heartbeat; / serves a browser client for it; /healthz and
-/readyz are for load balancers. SIGINT or SIGTERM shuts down gracefully
-(a second signal exits at once).
+const description = `wsgate serves the WebSocket echo server of the tutorial, ready for real
+use, and a real-time hub that speaks Centrifugo's protocol: /ws echoes every
+message back with its type and sends the text message "heartbeat" every
+-heartbeat; /connection/websocket serves Centrifugo's client SDKs (channels,
+history, presence, JWT tokens) and /api/ its server API (-api-key); / serves
+a browser client for both; /healthz and /readyz are for load balancers.
+SIGINT or SIGTERM shuts down gracefully (a second signal exits at once).
 
 Every setting can come from a flag, from the environment variable shown
 next to it, or from the -config file (YAML or JSON) under the key shown.
 A flag wins over the environment, the environment over the file, and the
-file over the default. -print-config shows the result.`
+file over the default. -print-config shows the result.
+
+For a local pub/sub demo without tokens, in the page at /:
+  wsgate -allow-anonymous -allow-publish -presence \
+    -history-size 100 -history-ttl 5m`
 
 // options is the parsed command line.
 type options struct {
@@ -44,6 +55,9 @@ type options struct {
 	showVersion bool
 	printConfig bool   // -print-config: print the effective configuration and exit
 	configFile  string // the -config file, "" if none
+	// The token public keys as the file gives them (PEM text, or a PEM
+	// file's absolute path), for -print-config.
+	tokenRSA, tokenECDSA string
 }
 
 // errHelp is returned by parseArgs when -help was asked for; the usage has
@@ -76,7 +90,9 @@ var settings = []setting{
 		value: func(_ *fileConfig, c *cliFlags) flag.Value { return (*stringFlag)(&c.config) }},
 	{flag: "addr", key: "http_server.address, http_server.port", field: "Addr", typ: "address", def: server.DefaultAddr,
 		usage: "TCP address to listen on (host:port)",
-		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return &addrFlag{&fc.HTTPServer} }},
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value {
+			return &addrFlag{&fc.HTTPServer.Address, &fc.HTTPServer.Port}
+		}},
 	{flag: "allowed-hosts", key: "http_server.allowed_hosts", field: "AllowedHosts", typ: "patterns",
 		usage: "comma-separated Host header `patterns` the server answers, e.g. \"ws.example.com,*.example.org:8443\"; other hosts get 421; default: localhost, 127.0.0.1 and [::1] when listening on a loopback address, else any host (no DNS-rebinding defence); \"*\" allows any host",
 		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return (*listFlag)(&fc.HTTPServer.AllowedHosts) }},
@@ -125,6 +141,37 @@ var settings = []setting{
 	{flag: "compression", key: "websocket.compression", field: "Compression", def: "false",
 		usage: "enable permessage-deflate compression on /ws for clients that offer it",
 		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return boolFlag{&fc.WebSocket.Compression} }},
+	{flag: "token-hmac-secret", key: "client.token.hmac_secret_key", field: "Tokens.HMACSecret", typ: "secret",
+		usage: "HMAC `secret` that verifies HS256 connection and subscription tokens (JWT) on /connection/websocket; prefer the environment or the file, since a flag shows in ps",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return stringPtrFlag{&fc.Client.Token.HMACSecretKey} }},
+	{flag: "allow-anonymous", key: "client.allow_anonymous_connect_without_token", field: "AllowAnonymous", def: "false",
+		usage: "let clients connect to /connection/websocket without a token (as anonymous users)",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return boolFlag{&fc.Client.AllowAnonymous} }},
+	{flag: "api-key", key: "http_api.key", field: "APIKey", typ: "key",
+		usage: "`key` of the server API (/api/publish, ...), sent in the X-API-Key header; without one every API request gets 401",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return stringPtrFlag{&fc.HTTPAPI.Key} }},
+	{flag: "api-addr", key: "http_api.address, http_api.port", field: "APIAddr", typ: "address",
+		usage: "serve the server API on its own TCP address (host:port) instead of /api/ on -addr",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return &addrFlag{&fc.HTTPAPI.Address, &fc.HTTPAPI.Port} }},
+	{flag: "history-size", key: "channel.without_namespace.history_size", field: "Channels.Default.HistorySize", typ: "int", def: "0",
+		usage: "publications kept per channel without a namespace, with -history-ttl; clients that come back recover what they missed; 0: no history",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return intFlag{&fc.Channel.WithoutNamespace.HistorySize} }},
+	{flag: "history-ttl", key: "channel.without_namespace.history_ttl", field: "Channels.Default.HistoryTTL", typ: "duration", def: "0s",
+		usage: "how long each publication is kept in history, with -history-size; 0: no history",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value {
+			return durationFlag{&fc.Channel.WithoutNamespace.HistoryTTL}
+		}},
+	{flag: "presence", key: "channel.without_namespace.presence", field: "Channels.Default.Presence", def: "false",
+		usage: "keep who is subscribed to each channel without a namespace; subscribers may ask",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return boolFlag{&fc.Channel.WithoutNamespace.Presence} }},
+	{flag: "join-leave", key: "channel.without_namespace.join_leave", field: "Channels.Default.JoinLeave", def: "false",
+		usage: "push a join and a leave to every subscriber of a channel without a namespace when a client subscribes or leaves",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return boolFlag{&fc.Channel.WithoutNamespace.JoinLeave} }},
+	{flag: "allow-publish", key: "channel.without_namespace.allow_publish_for_subscriber", field: "Channels.Default.AllowPublishForSubscriber", def: "false",
+		usage: "let subscribers of a channel without a namespace publish to it",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value {
+			return boolFlag{&fc.Channel.WithoutNamespace.AllowPublishForSubscriber}
+		}},
 	{flag: "log-format", key: "log.format", typ: "format", def: "text",
 		usage: "log `format`: text or json",
 		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return stringPtrFlag{&fc.Log.Format} }},
@@ -256,13 +303,22 @@ func parse(args []string, getenv func(string) string, stdout, stderr io.Writer) 
 
 // fileKeyName names the key of s that the file set.
 func fileKeyName(s setting, fc *fileConfig) string {
-	if s.flag == "addr" {
-		switch {
-		case fc.HTTPServer.Address != nil && fc.HTTPServer.Port == nil:
-			return "http_server.address"
-		case fc.HTTPServer.Address == nil:
-			return "http_server.port"
-		}
+	var host *string
+	var port *int
+	switch s.flag {
+	case "addr":
+		host, port = fc.HTTPServer.Address, fc.HTTPServer.Port
+	case "api-addr":
+		host, port = fc.HTTPAPI.Address, fc.HTTPAPI.Port
+	default:
+		return s.key
+	}
+	section, _, _ := strings.Cut(s.key, ".")
+	switch {
+	case host != nil && port == nil:
+		return section + ".address"
+	case host == nil:
+		return section + ".port"
 	}
 	return s.key
 }
@@ -361,6 +417,7 @@ func (o *options) apply(fc *fileConfig, sources map[string]source) error {
 			bad("log-level", strconv.Quote(*p), "want debug, info, warn or error")
 		}
 	}
+	errs = append(errs, o.applyHub(fc, bad)...)
 	// What the server itself checks (patterns, relations between
 	// settings), named the same way.
 	if _, err := c.Effective(); err != nil {
@@ -369,6 +426,11 @@ func (o *options) apply(fc *fileConfig, sources map[string]source) error {
 			errs = append(errs, err)
 		}
 		for _, fe := range fes {
+			if key, ok := channelKey(fe.Field); ok && !hasFlag(fe.Field) {
+				// A file-only key (or a default that follows one).
+				errs = append(errs, fmt.Errorf("invalid %s %v%s: %s", key, fe.Value, o.inFile(), fe.Reason))
+				continue
+			}
 			name := fe.Field
 			for _, s := range settings {
 				if s.field == fe.Field {
@@ -379,6 +441,187 @@ func (o *options) apply(fc *fileConfig, sources map[string]source) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// inFile is the " (in FILE)" that errors about file keys end with.
+func (o *options) inFile() string {
+	if o.configFile == "" {
+		return ""
+	}
+	return " (in " + o.configFile + ")"
+}
+
+// hasFlag reports whether a server.Config field has a flag.
+func hasFlag(field string) bool {
+	for _, s := range settings {
+		if s.field == field {
+			return true
+		}
+	}
+	return false
+}
+
+// applyHub turns the hub's settings in fc into o's server config: tokens,
+// anonymous access, the API and the channels. It returns the errors of
+// the keys only the file sets; bad reports those of settings with a flag.
+func (o *options) applyHub(fc *fileConfig, bad func(flagName string, value any, reason string)) []error {
+	var errs []error
+	badKey := func(key string, value any, reason string) {
+		errs = append(errs, fmt.Errorf("invalid %s %v%s: %s", key, value, o.inFile(), reason))
+	}
+	c := &o.server
+	c.AllowAnonymous = deref(fc.Client.AllowAnonymous)
+	tok := fc.Client.Token
+	c.Tokens.HMACSecret = deref(tok.HMACSecretKey)
+	c.Tokens.Audience = deref(tok.Audience)
+	c.Tokens.Issuer = deref(tok.Issuer)
+	if v := deref(tok.RSAPublicKey); v != "" {
+		pem, given, err := o.readPEM(v)
+		if err == nil {
+			c.Tokens.RSAPublicKey, err = auth.ParseRSAPublicKeyPEM(pem)
+		}
+		if err != nil {
+			badKey("client.token.rsa_public_key", abbreviate(v), err.Error())
+		}
+		o.tokenRSA = given
+	}
+	if v := deref(tok.ECDSAPublicKey); v != "" {
+		pem, given, err := o.readPEM(v)
+		if err == nil {
+			c.Tokens.ECDSAPublicKey, err = auth.ParseECDSAPublicKeyPEM(pem)
+		}
+		if err != nil {
+			badKey("client.token.ecdsa_public_key", abbreviate(v), err.Error())
+		}
+		o.tokenECDSA = given
+	}
+
+	c.APIKey = deref(fc.HTTPAPI.Key)
+	if a := fc.HTTPAPI; a.Port != nil && *a.Port != 0 {
+		host := "127.0.0.1"
+		if a.Address != nil {
+			host = *a.Address
+		}
+		if *a.Port < 0 || *a.Port > 65535 {
+			bad("api-addr", *a.Port, "the port must be a number from 1 to 65535")
+		} else {
+			c.APIAddr = net.JoinHostPort(host, strconv.Itoa(*a.Port))
+		}
+	} else if deref(a.Address) != "" {
+		bad("api-addr", net.JoinHostPort(*a.Address, strconv.Itoa(deref(a.Port))),
+			"an API address needs a port (http_api.port); without one the API is served on the main address")
+	}
+
+	ch := fc.Channel
+	wn := ch.WithoutNamespace
+	quick := server.ChannelDefaults{
+		HistorySize:  deref(wn.HistorySize),
+		Presence:     deref(wn.Presence),
+		JoinLeave:    deref(wn.JoinLeave),
+		AllowPublish: deref(wn.AllowPublishForSubscriber),
+	}
+	if wn.HistoryTTL != nil {
+		quick.HistoryTTL = time.Duration(*wn.HistoryTTL)
+	}
+	channels := &hub.ChannelConfig{
+		Default:           channelOptionsTo(server.DefaultChannelOptions(quick, c.AllowAnonymous), wn),
+		PrivatePrefix:     defaultTo(ch.PrivatePrefix, defaultPrivatePrefix),
+		NamespaceBoundary: defaultTo(ch.NamespaceBoundary, defaultNamespaceBoundary),
+		MaxLength:         defaultTo(ch.MaxLength, hub.DefaultChannelMaxLength),
+		Namespaces:        []hub.Namespace{},
+	}
+	for i, ns := range ch.Namespaces {
+		if ns.Name == nil {
+			badKey(fmt.Sprintf("channel.namespaces[%d]", i), "", "a namespace needs a name")
+			continue
+		}
+		channels.Namespaces = append(channels.Namespaces, hub.Namespace{
+			Name:           *ns.Name,
+			ChannelOptions: channelOptionsTo(hub.ChannelOptions{}, ns.channelOptions),
+		})
+	}
+	c.Channels = channels
+	return errs
+}
+
+// The hub's defaults for the rules of channel names, spelled out so that
+// -print-config shows them.
+const (
+	defaultPrivatePrefix     = "$"
+	defaultNamespaceBoundary = ":"
+)
+
+// readPEM returns the PEM a key setting holds: its text, or the content of
+// the file it names (relative to the config file's directory). given is
+// the value to print back: the text, or the file's absolute path.
+func (o *options) readPEM(v string) (pem []byte, given string, err error) {
+	if strings.Contains(v, "-----BEGIN") {
+		return []byte(v), v, nil
+	}
+	path := v
+	if !filepath.IsAbs(path) && o.configFile != "" {
+		path = filepath.Join(filepath.Dir(o.configFile), path)
+	}
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	pem, err = os.ReadFile(path)
+	if err != nil {
+		return nil, path, fmt.Errorf("neither PEM text nor a readable PEM file: %w", err)
+	}
+	return pem, path, nil
+}
+
+// abbreviate shortens a long value (a PEM key) for an error message.
+func abbreviate(v string) string {
+	if len(v) > 40 {
+		v = v[:37] + "..."
+	}
+	return strconv.Quote(v)
+}
+
+// channelKey names the file key of a server.Config field under Channels:
+// "Channels.Default.HistoryTTL" is channel.without_namespace.history_ttl,
+// "Channels.Namespaces[2].Name" channel.namespaces[2].name.
+func channelKey(field string) (string, bool) {
+	rest, ok := strings.CutPrefix(field, "Channels.")
+	if !ok {
+		return "", false
+	}
+	yamlName := func(t reflect.Type, goName string) string {
+		f, ok := t.FieldByName(goName)
+		if !ok {
+			return goName
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		return name
+	}
+	opts := reflect.TypeFor[channelOptions]()
+	switch {
+	case strings.HasPrefix(rest, "Default."):
+		return "channel.without_namespace." + yamlName(opts, strings.TrimPrefix(rest, "Default.")), true
+	case strings.HasPrefix(rest, "Namespaces["):
+		idx, name, _ := strings.Cut(rest, "].")
+		return "channel." + strings.ToLower(idx) + "]." + yamlName(reflect.TypeFor[namespaceSection](), name), true
+	}
+	return "channel." + yamlName(reflect.TypeFor[channelSection](), rest), true
+}
+
+// deref returns *p, or the zero value for nil.
+func deref[T any](p *T) T {
+	if p == nil {
+		var zero T
+		return zero
+	}
+	return *p
+}
+
+// defaultTo returns *p, or def for nil.
+func defaultTo[T any](p *T, def T) T {
+	if p == nil {
+		return def
+	}
+	return *p
 }
 
 // disableZero maps the "0 disables" of flags and file to the Config's

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wsgate/wsgate/hub"
 	"github.com/wsgate/wsgate/internal/server"
 )
 
@@ -63,6 +64,13 @@ func defaultConfig() server.Config {
 		IdleTimeout:      time.Minute,
 		MaxHeaderBytes:   32 << 10,
 		MaxHTTPConns:     1024,
+		Channels: &hub.ChannelConfig{
+			Default:           hub.ChannelOptions{AllowSubscribeForClient: true},
+			Namespaces:        []hub.Namespace{},
+			PrivatePrefix:     "$",
+			NamespaceBoundary: ":",
+			MaxLength:         255,
+		},
 	}
 }
 

@@ -145,27 +145,31 @@ func (f *listFlag) String() string {
 
 func (f *listFlag) isSet() bool { return f != nil && *f != nil }
 
-// addrFlag is -addr: host:port, stored as the file's address and port.
-type addrFlag struct{ h *httpServerSection }
+// addrFlag is -addr or -api-addr: host:port, stored as a section's
+// address and port.
+type addrFlag struct {
+	host **string
+	port **int
+}
 
 func (f *addrFlag) Set(s string) error {
 	host, port, err := splitAddr(strings.TrimSpace(s))
 	if err != nil {
 		return err
 	}
-	f.h.Address, f.h.Port = &host, &port
+	*f.host, *f.port = &host, &port
 	return nil
 }
 
 func (f *addrFlag) String() string {
-	if f == nil || f.h == nil || f.h.Port == nil || f.h.Address == nil {
+	if f == nil || f.host == nil || *f.port == nil || *f.host == nil {
 		return ""
 	}
-	return net.JoinHostPort(*f.h.Address, strconv.Itoa(*f.h.Port))
+	return net.JoinHostPort(**f.host, strconv.Itoa(**f.port))
 }
 
 func (f *addrFlag) isSet() bool {
-	return f != nil && f.h != nil && (f.h.Address != nil || f.h.Port != nil)
+	return f != nil && f.host != nil && (*f.host != nil || *f.port != nil)
 }
 
 // stringFlag and plainBool are flags of the command line itself.
