@@ -1,11 +1,16 @@
 // Package web holds the browser client that cmd/wsgate serves at "/": a
-// plain page (index.html, app.js, style.css, no build step) that opens a
-// WebSocket to the server's /ws endpoint, sends messages and logs what
-// comes back.
+// plain page (index.html, app.js, style.css, no build step) with two
+// panels. The echo panel opens a WebSocket to the server's /ws endpoint,
+// sends messages and logs what comes back. The pub/sub panel speaks
+// Centrifugo's JSON client protocol to /connection/websocket with a bare
+// WebSocket: connect (anonymously or with a token), join a channel,
+// publish, and show publications with their offsets and the channel's
+// presence count.
 //
 // The files are embedded in the binary, so the page works whatever the
 // working directory, and can also be opened from disk, in which case it
-// connects to ws://localhost:5555/ws.
+// connects to ws://localhost:5555/ws and
+// ws://localhost:5555/connection/websocket.
 package web
 
 import (

@@ -11,9 +11,9 @@ func TestFS(t *testing.T) {
 		name string
 		want []string
 	}{
-		{"index.html", []string{`src="app.js"`, `href="style.css"`, `value="Hello world!"`}},
-		{"app.js", []string{"textContent", `binaryType = "arraybuffer"`, "ws://localhost:5555/ws"}},
-		{"style.css", []string{"#output"}},
+		{"index.html", []string{`src="app.js"`, `href="style.css"`, `value="Hello world!"`, `id="ps-output"`, `id="ps-token"`}},
+		{"app.js", []string{"textContent", `binaryType = "arraybuffer"`, "ws://localhost:5555/ws", "ws://localhost:5555/connection/websocket"}},
+		{"style.css", []string{"#output", "#ps-output"}},
 	} {
 		b, err := fs.ReadFile(FS, tt.name)
 		if err != nil {

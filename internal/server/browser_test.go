@@ -13,6 +13,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/wsgate/wsgate"
+	"github.com/wsgate/wsgate/auth"
 	"github.com/wsgate/wsgate/web"
 )
 
@@ -164,7 +165,7 @@ func TestBrowser(t *testing.T) {
 		t.Error("the echoed markup was rendered as HTML")
 	}
 
-	saveScreenshot(t, tab)
+	saveScreenshot(t, tab, "wsgate-page.png")
 
 	// Close: a clean close with 1000.
 	do(t, tab, "closing", chromedp.Click(chromedp.ID("close")))
@@ -187,6 +188,9 @@ func TestBrowser(t *testing.T) {
 	waitJS(t, tab, "the script to run", `document.getElementById("url").value !== ""`)
 	if got := eval[string](t, tab, `document.getElementById("url").value`); got != "ws://localhost:5555/ws" {
 		t.Errorf("socket URL from disk %q, want ws://localhost:5555/ws", got)
+	}
+	if got := eval[string](t, tab, `document.getElementById("ps-url").value`); got != "ws://localhost:5555/connection/websocket" {
+		t.Errorf("pub/sub URL from disk %q, want ws://localhost:5555/connection/websocket", got)
 	}
 }
 
@@ -227,7 +231,7 @@ func countPrefix(lines []string, prefix string) int {
 
 // saveScreenshot writes the page to $WSGATE_SCREENSHOT_DIR (for a human to
 // look at) or to the test's temp dir.
-func saveScreenshot(t *testing.T, tab context.Context) {
+func saveScreenshot(t *testing.T, tab context.Context, name string) {
 	t.Helper()
 	png, err := chromedp.Run(tab, chromedp.CaptureScreenshot())
 	if err != nil {
@@ -237,9 +241,155 @@ func saveScreenshot(t *testing.T, tab context.Context) {
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	path := filepath.Join(dir, "wsgate-page.png")
+	path := filepath.Join(dir, name)
 	if err := os.WriteFile(path, png, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("screenshot: %s", path)
+}
+
+// psLines returns the pub/sub panel's log, one string per line.
+func psLines(t *testing.T, tab context.Context) []string {
+	t.Helper()
+	lines, err := chromedp.Run(tab, chromedp.Evaluate[[]string](
+		`Array.from(document.querySelectorAll("#ps-output .line"), e => e.textContent)`))
+	if err != nil {
+		t.Fatalf("reading the pub/sub log: %v", err)
+	}
+	return lines
+}
+
+// waitPS waits until the pub/sub log has a line equal to line, or starting
+// with it when it ends with "…".
+func waitPS(t *testing.T, tab context.Context, line string) {
+	t.Helper()
+	cond := fmt.Sprintf(`e.textContent === %q`, line)
+	if prefix, ok := strings.CutSuffix(line, "…"); ok {
+		cond = fmt.Sprintf(`e.textContent.startsWith(%q)`, prefix)
+	}
+	expr := fmt.Sprintf(`Array.from(document.querySelectorAll("#ps-output .line")).some(e => %s)`, cond)
+	_, err := chromedp.Run(tab, chromedp.Poll[chromedp.Void](expr,
+		chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(waitTimeout)))
+	if err != nil {
+		t.Fatalf("waiting for the pub/sub line %q: %v\nlog: %q", line, err, psLines(t, tab))
+	}
+}
+
+// psConnectAndJoin connects the page's pub/sub panel and joins channel.
+func psConnectAndJoin(t *testing.T, tab context.Context, url, channel string) {
+	t.Helper()
+	do(t, tab, "loading the page and connecting",
+		chromedp.Navigate(url),
+		chromedp.WaitVisible(chromedp.ID("ps-connect")),
+		chromedp.Click(chromedp.ID("ps-connect")),
+	)
+	waitJS(t, tab, "pub/sub connected", `document.getElementById("ps-state").textContent === "connected"`)
+	do(t, tab, "joining "+channel,
+		chromedp.SetValue(chromedp.ID("ps-channel"), channel),
+		chromedp.Click(chromedp.ID("ps-join")),
+	)
+	waitPS(t, tab, "JOINED "+channel+"…")
+}
+
+// psPublish publishes text from the page.
+func psPublish(t *testing.T, tab context.Context, text string) {
+	t.Helper()
+	do(t, tab, "publishing "+text,
+		chromedp.SetValue(chromedp.ID("ps-message"), text),
+		chromedp.Click(chromedp.ID("ps-publish")),
+	)
+}
+
+// TestBrowserPubSub: two pages on one channel see each other's messages,
+// and what a backend publishes through /api/publish, with their offsets,
+// their presence, and a page that comes back recovers what it missed.
+func TestBrowserPubSub(t *testing.T) {
+	one := browser(t)
+	ts := startServer(t, demoConfig())
+	api := ts.httpURL() + "/api"
+	const xss = `<img src=x onerror="window.__xss=1">`
+
+	psConnectAndJoin(t, one, ts.httpURL()+"/", "room")
+	if got := eval[string](t, one, `document.getElementById("ps-demo-command").textContent`); got != "go run ./cmd/wsgate "+DemoFlags {
+		t.Errorf("the page's demo command %q, want the demo flags", got)
+	}
+	// A second tab of the same browser (which runs once the first one has).
+	two, cancel := chromedp.NewContext(one)
+	t.Cleanup(cancel)
+	psConnectAndJoin(t, two, ts.httpURL()+"/", "room")
+	waitPS(t, one, "JOIN anonymous …") // join_leave is on
+	for _, tab := range []context.Context{one, two} {
+		waitJS(t, tab, "presence of two", `document.getElementById("ps-presence").textContent === "2 clients, 1 users"`)
+	}
+
+	psPublish(t, one, "hello from one")
+	for _, tab := range []context.Context{one, two} {
+		waitPS(t, tab, "#1 anonymous …")
+		waitJS(t, tab, "the first message", `Array.from(document.querySelectorAll("#ps-output .line")).some(e => /^#1 anonymous \w+: hello from one$/.test(e.textContent))`)
+	}
+	psPublish(t, two, "hello from two")
+	for _, tab := range []context.Context{one, two} {
+		waitJS(t, tab, "the second message", `Array.from(document.querySelectorAll("#ps-output .line")).some(e => /^#2 anonymous \w+: hello from two$/.test(e.textContent))`)
+	}
+	publish(t, api, "room", map[string]string{"text": "from the backend"})
+	publish(t, api, "room", map[string]string{"text": xss})
+	for _, tab := range []context.Context{one, two} {
+		waitPS(t, tab, "#3 server: from the backend")
+		waitPS(t, tab, "#4 server: "+xss)
+		if !eval[bool](t, tab, `window.__xss === undefined && document.querySelector("#ps-output img") === null`) {
+			t.Error("a publication was rendered as HTML")
+		}
+	}
+	saveScreenshot(t, one, "wsgate-pubsub.png")
+
+	// Page two leaves the connection, misses a publication, and recovers it.
+	do(t, two, "disconnecting", chromedp.Click(chromedp.ID("ps-disconnect")))
+	waitPS(t, two, "CLOSE code=1000 …")
+	waitJS(t, one, "presence of one", `document.getElementById("ps-presence").textContent === "1 clients, 1 users"`)
+	publish(t, api, "room", map[string]string{"text": "while you were away"})
+	waitPS(t, one, "#5 server: while you were away")
+	do(t, two, "connecting again", chromedp.Click(chromedp.ID("ps-connect")))
+	waitJS(t, two, "connected again", `document.getElementById("ps-state").textContent === "connected"`)
+	do(t, two, "joining again", chromedp.Click(chromedp.ID("ps-join")))
+	waitPS(t, two, "JOINED room offset=5 recovered=1")
+	if n := countPrefix(psLines(t, two), "#5 server: while you were away"); n != 1 {
+		t.Errorf("the missed publication shows %d times on page two, want once", n)
+	}
+}
+
+// TestBrowserPubSubToken: without anonymous access the page says how to
+// get in; with a token it connects as the token's user; client publishing
+// off is explained.
+func TestBrowserPubSubToken(t *testing.T) {
+	tab := browser(t)
+	ts := startServer(t, Config{Heartbeat: -1, Tokens: auth.Config{HMACSecret: testSecret}, APIKey: testAPIKey})
+	do(t, tab, "connecting without a token",
+		chromedp.Navigate(ts.httpURL()+"/"),
+		chromedp.WaitVisible(chromedp.ID("ps-connect")),
+		chromedp.Click(chromedp.ID("ps-connect")),
+	)
+	waitPS(t, tab, "CLOSE code=3501 reason=bad request")
+	waitPS(t, tab, "The server does not accept anonymous connections: …")
+	waitJS(t, tab, "disconnected", `document.getElementById("ps-state").textContent === "disconnected"`)
+
+	do(t, tab, "connecting with a bad token",
+		chromedp.SetValue(chromedp.ID("ps-token"), userToken(t, "another-secret", "alice")),
+		chromedp.Click(chromedp.ID("ps-connect")),
+	)
+	waitPS(t, tab, "CLOSE code=3500 reason=invalid token")
+
+	do(t, tab, "connecting with a token",
+		chromedp.SetValue(chromedp.ID("ps-token"), userToken(t, testSecret, "alice")),
+		chromedp.Click(chromedp.ID("ps-connect")),
+	)
+	waitJS(t, tab, "connected", `document.getElementById("ps-state").textContent === "connected"`)
+	do(t, tab, "joining", chromedp.Click(chromedp.ID("ps-join")))
+	waitPS(t, tab, "JOINED demo")
+	publish(t, ts.httpURL()+"/api", "demo", map[string]string{"text": "hi alice"})
+	waitPS(t, tab, "server: hi alice")
+	psPublish(t, tab, "may I?")
+	waitPS(t, tab, "ERROR publish: 103 permission denied (start the server with -allow-publish)")
+	if got := eval[string](t, tab, `document.getElementById("ps-presence").textContent`); got != "off on this server" {
+		t.Errorf("presence %q, want off on this server", got)
+	}
 }

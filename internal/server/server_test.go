@@ -366,7 +366,10 @@ func TestPage(t *testing.T) {
 		contains    []string
 	}{
 		{"/", "text/html", []string{`id="open"`, `id="close"`, `id="send"`, `id="input"`, `value="Hello world!"`,
-			`id="url"`, `id="output"`, `id="state"`, `id="heartbeats"`, `id="reconnect"`, `id="binary"`, "app.js", "style.css"}},
+			`id="url"`, `id="output"`, `id="state"`, `id="heartbeats"`, `id="reconnect"`, `id="binary"`, "app.js", "style.css",
+			`id="ps-url"`, `id="ps-token"`, `id="ps-connect"`, `id="ps-disconnect"`, `id="ps-channel"`, `id="ps-join"`,
+			`id="ps-leave"`, `id="ps-message"`, `id="ps-publish"`, `id="ps-presence"`, `id="ps-output"`, `id="ps-state"`,
+			"go run ./cmd/wsgate " + DemoFlags}},
 		{"/app.js", "text/javascript", []string{"textContent", "arraybuffer"}},
 		{"/style.css", "text/css", []string{"#output"}},
 	}
