@@ -44,7 +44,7 @@ func Upgrade(w http.ResponseWriter, r *http.Request, opts *Options) (*Conn, erro
 		http.Error(w, "WebSocket endpoint misconfigured", http.StatusInternalServerError)
 		return nil, cfg.err
 	}
-	return upgrade(w, r, cfg)
+	return upgrade(w, r, cfg, nil)
 }
 
 // Upgrader upgrades requests with one set of options that all of its
@@ -70,10 +70,18 @@ func NewUpgrader(opts *Options) (*Upgrader, error) {
 
 // Upgrade is the package-level Upgrade with the Upgrader's options.
 func (u *Upgrader) Upgrade(w http.ResponseWriter, r *http.Request) (*Conn, error) {
-	return upgrade(w, r, u.cfg)
+	return upgrade(w, r, u.cfg, nil)
 }
 
-func upgrade(w http.ResponseWriter, r *http.Request, cfg *config) (*Conn, error) {
+// UpgradeWithValue is Upgrade with the connection's Value set before any
+// callback runs: callbacks shared by every connection (OnOpen, OnMessage,
+// OnClose) find the application's per-connection state there, with no
+// closure per connection.
+func (u *Upgrader) UpgradeWithValue(w http.ResponseWriter, r *http.Request, value any) (*Conn, error) {
+	return upgrade(w, r, u.cfg, value)
+}
+
+func upgrade(w http.ResponseWriter, r *http.Request, cfg *config, value any) (*Conn, error) {
 	if err := checkUpgrade(w, r); err != nil {
 		return nil, err
 	}
@@ -114,6 +122,9 @@ func upgrade(w http.ResponseWriter, r *http.Request, cfg *config) (*Conn, error)
 		leftover, _ = brw.Reader.Peek(n)
 	}
 	c := newConn(nc, true, cfg, sub, dp)
+	if value != nil {
+		c.extLocked().value = value // no other goroutine knows c yet
+	}
 	nc.SetDeadline(time.Now().Add(cfg.HandshakeTimeout))
 	if err := c.attach(nc); err != nil {
 		io.WriteString(nc, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 29\r\n\r\nserver busy, try again later\n")

@@ -214,8 +214,8 @@ func (c *Conn) finish() {
 	if x := c.ext; x != nil {
 		x.pings = nil
 		if x.stream != nil {
+			close(x.stream.free)
 			x.stream = nil
-			close(x.streamFree)
 		}
 	}
 	c.mu.Unlock()

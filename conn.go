@@ -114,9 +114,14 @@ type connExt struct {
 	raddr  net.Addr // a remote address other than TCP
 	value  any
 	pings  []pingWaiter
-	stream *messageWriter // the streaming writer that owns the message slot
-	// streamFree is closed when the current stream ends.
-	streamFree chan struct{}
+	stream *streamSlot // the message slot, while a Writer streams
+}
+
+// streamSlot is held by the streaming writer that owns the connection's
+// message slot.
+type streamSlot struct {
+	w    *messageWriter
+	free chan struct{} // closed when the stream ends
 }
 
 func (c *Conn) extLocked() *connExt {

@@ -155,10 +155,10 @@ func (c *Conn) waitRoomLocked(ctx context.Context, size int, owner *messageWrite
 			c.mu.Unlock()
 			return err
 		}
-		if x := c.ext; x != nil && x.stream != nil && x.stream != owner {
+		if x := c.ext; x != nil && x.stream != nil && x.stream.w != owner {
 			// Another goroutine streams a message: frames of two messages
 			// must not interleave.
-			if err := wait(x.streamFree); err != nil {
+			if err := wait(x.stream.free); err != nil {
 				return err
 			}
 			continue

@@ -41,11 +41,10 @@ func (c *Conn) Writer(ctx context.Context, typ MessageType) (io.WriteCloser, err
 		}
 		x := c.extLocked()
 		if x.stream == nil {
-			x.stream = w
-			x.streamFree = make(chan struct{})
+			x.stream = &streamSlot{w: w, free: make(chan struct{})}
 			break
 		}
-		ch := x.streamFree
+		ch := x.stream.free
 		c.mu.Unlock()
 		select {
 		case <-ch:
@@ -181,9 +180,9 @@ func (w *messageWriter) fail(code StatusCode, err error) {
 func (w *messageWriter) release() {
 	c := w.c
 	c.mu.Lock()
-	if x := c.ext; x != nil && x.stream == w {
+	if x := c.ext; x != nil && x.stream != nil && x.stream.w == w {
+		close(x.stream.free)
 		x.stream = nil
-		close(x.streamFree)
 	}
 	c.mu.Unlock()
 	w.buf = nil

@@ -57,6 +57,11 @@ type Config struct {
 	// others (wsgate.Options.Budget): a server gives every endpoint the
 	// same one. Nil means no shared budget.
 	Budget *wsgate.Budget
+	// OnClose, when set, is called once for every connection the handler
+	// upgraded, when it has ended, with its error, after the hub was told
+	// (hub.Client.Finish); it may run before Upgrade returns. Servers use it
+	// to count and log connections.
+	OnClose func(*wsgate.Conn, error)
 	// Version is sent to clients in the connect result. Defaults to
 	// "wsgate".
 	Version string
@@ -71,6 +76,9 @@ type Config struct {
 type Handler struct {
 	cfg Config
 	log *slog.Logger
+	// One Upgrader per encoding: every connection shares its options, and
+	// finds its session in its Value.
+	json, protobuf *wsgate.Upgrader
 }
 
 // Protocol defaults, documented on Config.
@@ -114,39 +122,18 @@ func NewHandler(cfg Config) *Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Handler{cfg: cfg, log: cfg.Logger}
+	h := &Handler{cfg: cfg, log: cfg.Logger}
+	h.json = h.upgrader([]byte("\n"))
+	h.protobuf = h.upgrader([]byte{})
+	return h
 }
 
-// ServeHTTP upgrades the request. The Protobuf encoding is chosen with the
-// centrifuge-protobuf subprotocol (or ?format=protobuf, as Centrifugo
-// allows); JSON otherwise.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if _, err := h.Upgrade(w, r, nil); err != nil {
-		h.log.Debug("centrifugo: upgrade refused", "remote", r.RemoteAddr, "err", err)
-	}
-}
-
-// Upgrade upgrades the request as ServeHTTP does and returns the
-// connection, or the error that refused it (the client has had its answer
-// then). onClose, when not nil, is called once when the connection has
-// ended, with the connection's error, after the hub was told
-// (hub.Client.Finish); it may run before Upgrade returns. Servers use it
-// to count and log connections.
-func (h *Handler) Upgrade(w http.ResponseWriter, r *http.Request, onClose func(*wsgate.Conn, error)) (*wsgate.Conn, error) {
-	s := &session{h: h, proto: protocol.TypeJSON, onClose: onClose}
-	if q := r.URL.Query(); q.Get("format") == "protobuf" || q.Get("cf_protocol") == "protobuf" {
-		s.proto = protocol.TypeProtobuf
-	} else if !offers(r, SubprotocolJSON) && offers(r, SubprotocolProtobuf) {
-		s.proto = protocol.TypeProtobuf // what Upgrade will choose
-	}
-	// A subscriber that is behind gets its queued pushes in fewer frames:
-	// one per line in JSON, length-prefixed in Protobuf, as Centrifugo
-	// sends them.
-	join := []byte("\n")
-	if s.proto == protocol.TypeProtobuf {
-		join = []byte{}
-	}
-	opts := wsgate.Options{
+// upgrader returns the Upgrader of one encoding. A subscriber that is
+// behind gets its queued pushes in fewer frames: joined with newlines in
+// JSON, length-prefixed in Protobuf (join is empty), as Centrifugo sends
+// them.
+func (h *Handler) upgrader(join []byte) *wsgate.Upgrader {
+	up, err := wsgate.NewUpgrader(&wsgate.Options{
 		OriginPatterns:          h.cfg.OriginPatterns,
 		InsecureSkipOriginCheck: h.cfg.InsecureSkipOriginCheck,
 		Subprotocols:            []string{SubprotocolJSON, SubprotocolProtobuf},
@@ -163,11 +150,56 @@ func (h *Handler) Upgrade(w http.ResponseWriter, r *http.Request, onClose func(*
 		SlowConsumerReason: hub.DisconnectSlow.Reason,
 		JoinSeparator:      join,
 		Budget:             h.cfg.Budget,
-		OnOpen:             s.open,
-		OnMessage:          s.onMessage,
-		OnClose:            s.closed,
+		OnOpen:             h.open,
+		OnMessage:          h.onMessage,
+		OnClose:            h.closed,
+	})
+	if err != nil {
+		panic("centrifugo: " + err.Error()) // the options above are valid
 	}
-	return wsgate.Upgrade(w, r, &opts)
+	return up
+}
+
+// The connection callbacks, shared by every connection: each finds its
+// session in the connection's Value.
+
+func (h *Handler) open(c *wsgate.Conn) { c.Value().(*session).open(c) }
+
+func (h *Handler) onMessage(c *wsgate.Conn, typ wsgate.MessageType, data []byte) {
+	c.Value().(*session).onMessage(c, typ, data)
+}
+
+func (h *Handler) closed(c *wsgate.Conn, err error) {
+	c.Value().(*session).closed(c, err)
+	if h.cfg.OnClose != nil {
+		h.cfg.OnClose(c, err)
+	}
+}
+
+// ServeHTTP upgrades the request. The Protobuf encoding is chosen with the
+// centrifuge-protobuf subprotocol (or ?format=protobuf, as Centrifugo
+// allows); JSON otherwise.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, err := h.Upgrade(w, r); err != nil {
+		h.log.Debug("centrifugo: upgrade refused", "remote", r.RemoteAddr, "err", err)
+	}
+}
+
+// Upgrade upgrades the request as ServeHTTP does and returns the
+// connection, or the error that refused it (the client has had its answer
+// then). Config.OnClose tells when the connection ends.
+func (h *Handler) Upgrade(w http.ResponseWriter, r *http.Request) (*wsgate.Conn, error) {
+	s := &session{h: h, proto: protocol.TypeJSON}
+	if q := r.URL.Query(); q.Get("format") == "protobuf" || q.Get("cf_protocol") == "protobuf" {
+		s.proto = protocol.TypeProtobuf
+	} else if !offers(r, SubprotocolJSON) && offers(r, SubprotocolProtobuf) {
+		s.proto = protocol.TypeProtobuf // what Upgrade will choose
+	}
+	up := h.json
+	if s.proto == protocol.TypeProtobuf {
+		up = h.protobuf
+	}
+	return up.UpgradeWithValue(w, r, s)
 }
 
 // offers reports whether the request offers the subprotocol sub.
@@ -202,9 +234,8 @@ func (s *session) open(conn *wsgate.Conn) {
 
 // session is one connection's protocol state.
 type session struct {
-	h       *Handler
-	proto   protocol.Type
-	onClose func(*wsgate.Conn, error) // Upgrade's hook; nil for none
+	h     *Handler
+	proto protocol.Type
 
 	mu        sync.Mutex
 	c         *hub.Client
@@ -224,8 +255,7 @@ func (s *session) attach(c *hub.Client) {
 	s.mu.Unlock()
 }
 
-// closed is the connection's OnClose: the hub client is told, then
-// Upgrade's hook.
+// closed is the connection's end: the hub client is told.
 func (s *session) closed(conn *wsgate.Conn, err error) {
 	s.mu.Lock()
 	s.gone, s.goneErr = true, err
@@ -234,9 +264,6 @@ func (s *session) closed(conn *wsgate.Conn, err error) {
 	s.mu.Unlock()
 	if c != nil {
 		c.Finish(err)
-	}
-	if s.onClose != nil {
-		s.onClose(conn, err)
 	}
 }
 

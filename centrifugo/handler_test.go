@@ -16,25 +16,25 @@ import (
 )
 
 // TestUpgradeHook checks what a server builds on: Upgrade returns the
-// connection, its hook is told once when the connection has ended, and a
-// refused upgrade returns its error and never calls the hook.
+// connection, Config.OnClose is told once when the connection has ended,
+// and a refused upgrade returns its error and never calls the hook.
 func TestUpgradeHook(t *testing.T) {
 	h, err := hub.New(bg, testHubConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
-	handler := NewHandler(Config{Hub: h})
 	type closed struct {
 		conn *wsgate.Conn
 		err  error
 	}
 	ended := make(chan closed, 4)
+	handler := NewHandler(Config{Hub: h, OnClose: func(c *wsgate.Conn, err error) {
+		ended <- closed{c, err}
+	}})
 	upgraded := make(chan *wsgate.Conn, 4)
 	refused := make(chan error, 4)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := handler.Upgrade(w, r, func(c *wsgate.Conn, err error) {
-			ended <- closed{c, err}
-		})
+		c, err := handler.Upgrade(w, r)
 		if err != nil {
 			refused <- err
 			return

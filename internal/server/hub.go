@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 
-	"github.com/wsgate/wsgate"
 	"github.com/wsgate/wsgate/broker"
 	"github.com/wsgate/wsgate/centrifugo"
 	"github.com/wsgate/wsgate/hub"
@@ -71,6 +70,7 @@ func (s *Server) startHub(ctx context.Context) error {
 			InsecureSkipOriginCheck: c.allowAllOrigins(),
 			Compression:             c.Compression,
 			Budget:                  s.budget,
+			OnClose:                 s.onClose,
 			Logger:                  s.log,
 		}),
 		api: centrifugo.NewAPIHandler(h, centrifugo.APIConfig{Key: c.APIKey, Logger: s.log}),
@@ -104,7 +104,7 @@ func (s *Server) handleHubWS(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	c, err := hp.ws.Upgrade(w, r, func(c *wsgate.Conn, err error) { s.onClose(info, c, err) })
+	c, err := hp.ws.Upgrade(w, r)
 	s.upgraded(r, info, c, err)
 }
 

@@ -50,8 +50,8 @@ const stragglerGrace = time.Second
 type Server struct {
 	cfg    Config
 	log    *slog.Logger
-	wsOpts wsgate.Options // shared base; each connection gets a copy with its OnClose
-	budget *wsgate.Budget // shared by every WebSocket connection; nil without one
+	wsUp   *wsgate.Upgrader // /ws: one set of options shared by every connection
+	budget *wsgate.Budget   // shared by every WebSocket connection; nil without one
 	hs     *http.Server
 	mux    *http.ServeMux
 	root   http.Handler // mux behind the Host check
@@ -69,30 +69,33 @@ type Server struct {
 	brokerUp atomic.Bool            // the broker's health as /readyz last saw it
 
 	mu       sync.Mutex
-	conns    map[*wsgate.Conn]*connInfo // upgraded and registered connections
-	active   int                        // reserved slots: upgrading plus registered
-	draining bool                       // Shutdown began
-	drained  chan struct{}              // closed when draining and active == 0
-	hbStop   chan struct{}              // closed to stop the heartbeat goroutine; nil if not started
-	serving  bool                       // Serve was called
+	conns    map[*wsgate.Conn]connInfo // upgraded and registered connections
+	early    map[*wsgate.Conn]error    // connections that ended before they were registered
+	active   int                       // reserved slots: upgrading plus registered
+	draining bool                      // Shutdown began
+	drained  chan struct{}             // closed when draining and active == 0
+	hbStop   chan struct{}             // closed to stop the heartbeat goroutine; nil if not started
+	serving  bool                      // Serve was called
 
 	hbDone       sync.WaitGroup
 	shutdownDone chan struct{} // closed when the first Shutdown returns
 	shutdownErr  error         // its result, readable once shutdownDone is closed
 }
 
-// connInfo is the little the server remembers about a connection.
+// connInfo is the little the server remembers about a connection, kept by
+// value in the registry: no allocation of its own.
 type connInfo struct {
 	id    uint64
-	start time.Time
-	path  string // the endpoint: /ws or /connection/websocket
-	hub   bool   // a hub connection: no heartbeats, the hub closes it
+	start int64 // Unix nanoseconds
+	hub   bool  // a hub connection: no heartbeats, the hub closes it
+}
 
-	// Guarded by Server.mu. The connection may end before the handler has
-	// registered it; then closed is set first and the handler logs the close.
-	registered bool
-	closed     bool
-	err        error
+// path returns the connection's endpoint.
+func (i connInfo) path() string {
+	if i.hub {
+		return hubPath
+	}
+	return "/ws"
 }
 
 // New returns a Server for cfg. log receives the server's log lines; nil
@@ -108,15 +111,20 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	s := &Server{
 		cfg:          cfg,
 		log:          log,
-		wsOpts:       cfg.wsOptions(),
-		conns:        make(map[*wsgate.Conn]*connInfo),
+		conns:        make(map[*wsgate.Conn]connInfo),
+		early:        make(map[*wsgate.Conn]error),
 		drained:      make(chan struct{}),
 		shutdownDone: make(chan struct{}),
 	}
-	s.wsOpts.OnMessage = echo
+	opts := cfg.wsOptions()
+	opts.OnMessage = echo
+	opts.OnClose = s.onClose
 	if cfg.MemoryBudget > 0 {
 		s.budget = wsgate.NewBudget(cfg.MemoryBudget)
-		s.wsOpts.Budget = s.budget
+		opts.Budget = s.budget
+	}
+	if s.wsUp, err = wsgate.NewUpgrader(&opts); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
 	}
 	s.hosts.Store(hostPolicyFor(cfg.AllowedHosts, cfg.Addr))
 	s.http = newHTTPConns(cfg.MaxHTTPConns, log)

@@ -25,41 +25,43 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	opts := s.wsOpts
-	opts.OnClose = func(c *wsgate.Conn, err error) { s.onClose(info, c, err) }
-	c, err := wsgate.Upgrade(w, r, &opts)
+	c, err := s.wsUp.Upgrade(w, r)
 	s.upgraded(r, info, c, err)
 }
 
 // admit takes a connection slot for a WebSocket request to r's endpoint,
 // or answers 503 and reports false.
-func (s *Server) admit(w http.ResponseWriter, r *http.Request, hub bool) (*connInfo, bool) {
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, hub bool) (connInfo, bool) {
 	if msg := s.reserve(); msg != "" {
 		s.log.Warn("ws refused", "status", http.StatusServiceUnavailable, "reason", msg,
 			"path", r.URL.Path, "remote", r.RemoteAddr, "max_conns", s.cfg.MaxConns)
 		w.Header().Set("Retry-After", "1")
 		plain(w, http.StatusServiceUnavailable, msg)
-		return nil, false
+		return connInfo{}, false
 	}
-	return &connInfo{id: s.nextID.Add(1), start: time.Now(), path: r.URL.Path, hub: hub}, true
+	return connInfo{id: s.nextID.Add(1), start: time.Now().UnixNano(), hub: hub}, true
 }
 
 // upgraded registers a connection once its upgrade succeeded, or gives its
 // slot back and logs why it failed.
-func (s *Server) upgraded(r *http.Request, info *connInfo, c *wsgate.Conn, err error) {
+func (s *Server) upgraded(r *http.Request, info connInfo, c *wsgate.Conn, err error) {
 	if err != nil {
 		s.release()
 		if errors.Is(err, wsgate.ErrOriginNotAllowed) {
 			s.log.Warn("ws origin rejected", "status", http.StatusForbidden,
-				"origin", r.Header.Get("Origin"), "host", r.Host, "path", info.path, "remote", r.RemoteAddr)
+				"origin", r.Header.Get("Origin"), "host", r.Host, "path", info.path(), "remote", r.RemoteAddr)
 			return
 		}
-		s.log.Debug("ws bad handshake", "path", info.path, "remote", r.RemoteAddr, "err", err)
+		s.log.Debug("ws bad handshake", "path", info.path(), "remote", r.RemoteAddr, "err", err)
 		return
 	}
 	// Log before registering: onClose logs the close only for registered
-	// connections, so the open line always comes first.
-	s.log.Info("ws open", "id", info.id, "path", info.path, "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"))
+	// connections, so the open line always comes first. Connection lines
+	// are at debug level: at a reconnect storm's rate they would cost more
+	// than the connections (docs/server.md, "Logging").
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug("ws open", "id", info.id, "path", info.path(), "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"))
+	}
 	s.register(info, c)
 }
 
@@ -91,16 +93,15 @@ func (s *Server) release() {
 // register adds an upgraded connection to the registry, unless it has
 // already ended. A /ws connection that arrives while the server shuts down
 // is closed at once with 1001; the hub closes its own (3001).
-func (s *Server) register(info *connInfo, c *wsgate.Conn) {
+func (s *Server) register(info connInfo, c *wsgate.Conn) {
 	s.mu.Lock()
-	if info.closed {
-		err := info.err
+	if err, ended := s.early[c]; ended {
+		delete(s.early, c)
 		s.mu.Unlock()
 		s.logClose(info, c, err)
 		s.release()
 		return
 	}
-	info.registered = true
 	s.conns[c] = info
 	draining := s.draining && !info.hub
 	if !info.hub && !s.draining && s.hbStop == nil && s.cfg.Heartbeat > 0 {
@@ -114,15 +115,17 @@ func (s *Server) register(info *connInfo, c *wsgate.Conn) {
 	}
 }
 
-// onClose is every connection's OnClose: it unregisters and logs.
-func (s *Server) onClose(info *connInfo, c *wsgate.Conn, err error) {
+// onClose is every connection's end (its OnClose, for /ws; the hub
+// handler's OnClose, for the hub): it unregisters and logs. A connection
+// may end before its handler has registered it; the handler then finds it
+// in early and logs the close itself.
+func (s *Server) onClose(c *wsgate.Conn, err error) {
 	s.mu.Lock()
-	info.closed = true
-	registered := info.registered
+	info, registered := s.conns[c]
 	if registered {
 		delete(s.conns, c)
 	} else {
-		info.err = err // register logs it
+		s.early[c] = err
 	}
 	s.mu.Unlock()
 	if registered {
@@ -131,14 +134,17 @@ func (s *Server) onClose(info *connInfo, c *wsgate.Conn, err error) {
 	}
 }
 
-// logClose writes the connection's close line.
-func (s *Server) logClose(info *connInfo, c *wsgate.Conn, err error) {
+// logClose writes the connection's close line (debug level).
+func (s *Server) logClose(info connInfo, c *wsgate.Conn, err error) {
+	if !s.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
 	st := c.Stats()
 	attrs := []slog.Attr{
 		slog.Uint64("id", info.id),
-		slog.String("path", info.path),
+		slog.String("path", info.path()),
 		slog.String("remote", c.RemoteAddr().String()),
-		slog.Duration("duration", time.Since(info.start)),
+		slog.Duration("duration", time.Duration(time.Now().UnixNano()-info.start)),
 		slog.Uint64("msgs_in", st.MessagesIn),
 		slog.Uint64("msgs_out", st.MessagesOut),
 		slog.Uint64("bytes_in", st.BytesIn),
@@ -159,7 +165,7 @@ func (s *Server) logClose(info *connInfo, c *wsgate.Conn, err error) {
 	} else if err != nil {
 		attrs = append(attrs, slog.String("err", err.Error()))
 	}
-	s.log.LogAttrs(context.Background(), slog.LevelInfo, "ws close", attrs...)
+	s.log.LogAttrs(context.Background(), slog.LevelDebug, "ws close", attrs...)
 }
 
 // heartbeat sends HeartbeatMessage on every registered /ws connection
