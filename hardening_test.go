@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -617,5 +618,40 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// The engine reports its loops and their counters; SetEventLoops sets how
+// many start.
+func TestEngineStats(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("event loops are Linux only")
+	}
+	waitFor(t, "the engine to stop", func() bool { return wsgate.ReadEngineStats().Connections == 0 })
+	wsgate.SetEventLoops(3)
+	defer wsgate.SetEventLoops(0)
+	url := echoServer(t, nil)
+	var clients []*wsgate.Conn
+	for range 4 {
+		clients = append(clients, dial(t, url, nil))
+	}
+	for _, c := range clients {
+		write(t, c, wsgate.TextMessage, []byte("hi"))
+		read(t, c)
+	}
+	st := wsgate.ReadEngineStats()
+	if len(st.Loops) != 3 || st.Connections != 8 {
+		t.Fatalf("stats %+v, want 3 loops and 8 connections (4 clients, 4 servers)", st)
+	}
+	conns, wakeups := 0, uint64(0)
+	for _, l := range st.Loops {
+		conns += l.Connections
+		wakeups += l.Wakeups
+		if l.Events < l.Wakeups {
+			t.Fatalf("loop %+v: fewer events than wake-ups", l)
+		}
+	}
+	if conns != 8 || wakeups == 0 {
+		t.Fatalf("loops serve %d connections with %d wake-ups", conns, wakeups)
 	}
 }

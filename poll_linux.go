@@ -41,6 +41,8 @@ type loop struct {
 	conns   []*Conn // indexed by fd; loop goroutine only
 	buf     []byte
 	pending []*Conn // connections with more input to read
+
+	stats loopCounters
 }
 
 const (
@@ -48,11 +50,15 @@ const (
 	readsPerEvent = 8
 )
 
-// startLoops starts one loop per usable CPU. It fails when a loop's
-// descriptors cannot be created (for example when the process is out of
-// file descriptors); no loop is left running then.
+// startLoops starts the event loops: one per usable CPU unless
+// SetEventLoops said otherwise. It fails when a loop's descriptors cannot
+// be created (for example when the process is out of file descriptors); no
+// loop is left running then.
 func startLoops() ([]*loop, error) {
-	n := runtime.GOMAXPROCS(0)
+	n := int(eventLoops.Load())
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
 	loops := make([]*loop, 0, n)
 	for range n {
 		l, err := newLoop()
@@ -151,6 +157,8 @@ func (l *loop) run() {
 			return
 		}
 		now := nanotime()
+		l.stats.wakeups.Add(1)
+		l.stats.events.Add(uint64(n))
 		for i := 0; i < n; i++ {
 			ev := &l.events[i]
 			fd := int(ev.Fd)
@@ -258,6 +266,7 @@ func (l *loop) failAll(err error) {
 			continue
 		}
 		l.conns[fd] = nil
+		l.stats.conns.Add(-1)
 		c.mu.Lock()
 		c.abortLocked(err)
 		unix.Close(fd)
@@ -272,6 +281,7 @@ func (l *loop) add(c *Conn, leftover []byte, now int64) {
 		l.conns = append(l.conns, make([]*Conn, len(l.conns)+64)...)
 	}
 	l.conns[fd] = c
+	l.stats.conns.Add(1)
 	c.callOnOpen()
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
@@ -295,6 +305,7 @@ func (l *loop) close(c *Conn) {
 		return
 	}
 	l.conns[fd] = nil
+	l.stats.conns.Add(-1)
 	// No EPOLL_CTL_DEL: ours is the only descriptor of the socket, and
 	// closing it removes it from the epoll set.
 	c.mu.Lock()
@@ -551,3 +562,6 @@ func rawWritev(fd int, bufs [][]byte) (int, error) {
 	}
 	return int(r), nil
 }
+
+// stats returns the loop's counters.
+func (l *loop) counters() *loopCounters { return &l.stats }
