@@ -8,13 +8,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // fuzzFrame encodes a masked client frame for the seed corpus.
@@ -59,12 +56,7 @@ func FuzzReadPath(f *testing.F) {
 		compress := mode&2 != 0
 		var client, server net.Conn
 		if loopTransport {
-			fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-			if err != nil {
-				t.Skip(err)
-			}
-			server = fileConn(t, fds[0])
-			client = fileConn(t, fds[1])
+			server, client = socketPair(t)
 		} else {
 			client, server = net.Pipe()
 		}
@@ -113,16 +105,6 @@ func FuzzReadPath(f *testing.F) {
 			t.Fatalf("%d bytes still charged after the end", used)
 		}
 	})
-}
-
-func fileConn(t *testing.T, fd int) net.Conn {
-	f := os.NewFile(uintptr(fd), "socket")
-	defer f.Close()
-	nc, err := net.FileConn(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return nc
 }
 
 // FuzzUpgradeRequest parses any request and runs it through Upgrade's
