@@ -125,20 +125,40 @@ func upgrade(w http.ResponseWriter, r *http.Request, cfg *config, value any) (*C
 	if value != nil {
 		c.extLocked().value = value // no other goroutine knows c yet
 	}
-	nc.SetDeadline(time.Now().Add(cfg.HandshakeTimeout))
 	if err := c.attach(nc); err != nil {
+		nc.SetDeadline(time.Now().Add(cfg.HandshakeTimeout))
 		io.WriteString(nc, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 29\r\n\r\nserver busy, try again later\n")
 		nc.Close()
 		return nil, err
 	}
-	if _, err := io.WriteString(nc, b.String()); err != nil {
+	if err := c.writeHandshake(nc, b.String(), cfg.HandshakeTimeout); err != nil {
 		c.detach()
 		nc.Close()
 		return nil, fmt.Errorf("%w: writing response: %w", ErrBadHandshake, err)
 	}
-	nc.SetDeadline(time.Time{})
 	c.run(nc, leftover)
 	return c, nil
+}
+
+// writeHandshake writes the 101 response. An event-loop connection writes
+// it on its own descriptor, which the runtime's poller and net/http's
+// deadlines never see: on a fresh socket the few hundred bytes always fit,
+// so no deadline is needed (and setting and clearing one costs more than
+// the write). Other transports write through nc under a deadline, which
+// they clear, since net/http may have left read and write deadlines on it.
+func (c *Conn) writeHandshake(nc net.Conn, resp string, timeout time.Duration) error {
+	if c.fd >= 0 {
+		if n, err := writev2(c.fd, []byte(resp), nil); err != nil || n == len(resp) {
+			return err
+		} else if n > 0 {
+			resp = resp[n:] // a full socket buffer: finish the slow way
+		}
+	}
+	nc.SetDeadline(time.Now().Add(timeout))
+	if _, err := io.WriteString(nc, resp); err != nil {
+		return err
+	}
+	return nc.SetDeadline(time.Time{})
 }
 
 // writeExtraHeaders adds the handler's headers to the 101 response, leaving
