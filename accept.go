@@ -82,36 +82,13 @@ func (u *Upgrader) UpgradeWithValue(w http.ResponseWriter, r *http.Request, valu
 }
 
 func upgrade(w http.ResponseWriter, r *http.Request, cfg *config, value any) (*Conn, error) {
-	if err := checkUpgrade(w, r); err != nil {
-		return nil, err
+	hs, herr := negotiate(r, cfg, w.Header())
+	if herr != nil {
+		herr.write(w)
+		return nil, herr.cause
 	}
-	if !cfg.InsecureSkipOriginCheck {
-		if err := checkOrigin(r, cfg.OriginPatterns, cfg.TrustForwardedProto); err != nil {
-			http.Error(w, "WebSocket origin not allowed", http.StatusForbidden)
-			return nil, err
-		}
-	}
-	sub := selectSubprotocol(r, cfg.Subprotocols)
-	var ext string
-	var dp *deflateParams
-	if cfg.Compression && cfg.Budget.allowsCompression() {
-		ext, dp = acceptDeflate(r.Header.Values("Sec-WebSocket-Extensions"), cfg.ClientContextTakeover)
-	}
-	var b strings.Builder
-	b.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ")
-	b.WriteString(acceptKey(r.Header.Get("Sec-WebSocket-Key")))
-	if sub != "" {
-		b.WriteString("\r\nSec-WebSocket-Protocol: ")
-		b.WriteString(sub)
-	}
-	if ext != "" {
-		b.WriteString("\r\nSec-WebSocket-Extensions: ")
-		b.WriteString(ext)
-	}
-	b.WriteString("\r\n")
-	writeExtraHeaders(&b, w.Header())
-	b.WriteString("\r\n")
-
+	sub, dp := hs.sub, hs.dp
+	resp := hs.response
 	nc, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		http.Error(w, "WebSocket upgrade not supported on this connection", http.StatusInternalServerError)
@@ -131,7 +108,7 @@ func upgrade(w http.ResponseWriter, r *http.Request, cfg *config, value any) (*C
 		nc.Close()
 		return nil, err
 	}
-	if err := c.writeHandshake(nc, b.String(), cfg.HandshakeTimeout); err != nil {
+	if err := c.writeHandshake(nc, resp, cfg.HandshakeTimeout); err != nil {
 		c.detach()
 		nc.Close()
 		return nil, fmt.Errorf("%w: writing response: %w", ErrBadHandshake, err)
@@ -211,23 +188,99 @@ func handshakeHeader(k string) bool {
 	return strings.HasPrefix(http.CanonicalHeaderKey(k), "Sec-Websocket-")
 }
 
-// checkUpgrade validates the request and answers it when it is not a valid
-// WebSocket upgrade.
-func checkUpgrade(w http.ResponseWriter, r *http.Request) error {
-	fail := func(status int, msg string) error {
-		if status == http.StatusUpgradeRequired {
-			w.Header().Set("Upgrade", "websocket")
-			w.Header().Set("Sec-WebSocket-Version", "13")
+// handshake is the outcome of a valid opening handshake request.
+type handshake struct {
+	sub      string         // the agreed subprotocol, "" for none
+	dp       *deflateParams // nil without permessage-deflate
+	response string         // the 101 response, headers and blank line included
+}
+
+// handshakeError is a refused opening handshake: the HTTP answer to send
+// and the error Upgrade returns.
+type handshakeError struct {
+	status int
+	msg    string
+	header http.Header // extra response headers, may be nil
+	cause  error
+}
+
+// write answers the request with the refusal.
+func (e *handshakeError) write(w http.ResponseWriter) {
+	for k, vs := range e.header {
+		w.Header()[k] = vs
+	}
+	http.Error(w, e.msg, e.status)
+}
+
+// raw returns the refusal as a complete HTTP/1.1 response that closes the
+// connection, for a handshake read by an event loop.
+func (e *handshakeError) raw() []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\nContent-Length: %d\r\n", e.status, http.StatusText(e.status), len(e.msg)+1)
+	for k, vs := range e.header {
+		for _, v := range vs {
+			if validHeader(k, v) {
+				fmt.Fprintf(&b, "%s: %s\r\n", k, v)
+			}
 		}
-		http.Error(w, msg, status)
-		return fmt.Errorf("%w: %s", ErrBadHandshake, msg)
+	}
+	b.WriteString("\r\n")
+	b.WriteString(e.msg)
+	b.WriteString("\n")
+	return []byte(b.String())
+}
+
+// negotiate checks an opening handshake request against cfg and builds the
+// 101 response, with the extra headers the application set (extra may be
+// nil); or returns the refusal.
+func negotiate(r *http.Request, cfg *config, extra http.Header) (*handshake, *handshakeError) {
+	if herr := checkUpgrade(r); herr != nil {
+		return nil, herr
+	}
+	if !cfg.InsecureSkipOriginCheck {
+		if err := checkOrigin(r, cfg.OriginPatterns, cfg.TrustForwardedProto); err != nil {
+			return nil, &handshakeError{status: http.StatusForbidden, msg: "WebSocket origin not allowed", cause: err}
+		}
+	}
+	hs := &handshake{sub: selectSubprotocol(r, cfg.Subprotocols)}
+	var ext string
+	if cfg.Compression && cfg.Budget.allowsCompression() {
+		ext, hs.dp = acceptDeflate(r.Header.Values("Sec-WebSocket-Extensions"), cfg.ClientContextTakeover)
+	}
+	var b strings.Builder
+	b.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ")
+	b.WriteString(acceptKey(r.Header.Get("Sec-WebSocket-Key")))
+	if hs.sub != "" {
+		b.WriteString("\r\nSec-WebSocket-Protocol: ")
+		b.WriteString(hs.sub)
+	}
+	if ext != "" {
+		b.WriteString("\r\nSec-WebSocket-Extensions: ")
+		b.WriteString(ext)
+	}
+	b.WriteString("\r\n")
+	writeExtraHeaders(&b, extra)
+	b.WriteString("\r\n")
+	hs.response = b.String()
+	return hs, nil
+}
+
+// checkUpgrade validates a WebSocket upgrade request.
+func checkUpgrade(r *http.Request) *handshakeError {
+	fail := func(status int, msg string) *handshakeError {
+		e := &handshakeError{status: status, msg: msg, cause: fmt.Errorf("%w: %s", ErrBadHandshake, msg)}
+		if status == http.StatusUpgradeRequired {
+			e.header = http.Header{"Upgrade": {"websocket"}, "Sec-Websocket-Version": {"13"}}
+		}
+		return e
 	}
 	if !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket") {
 		return fail(http.StatusUpgradeRequired, "this endpoint speaks WebSocket only: expected an Upgrade: websocket request")
 	}
 	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", http.MethodGet)
-		return fail(http.StatusMethodNotAllowed, "WebSocket handshake must use GET")
+		e := fail(http.StatusMethodNotAllowed, "WebSocket handshake must use GET")
+		e.header = http.Header{"Allow": {http.MethodGet}}
+		return e
 	}
 	if r.ProtoMajor != 1 || r.ProtoMinor < 1 {
 		return fail(http.StatusBadRequest, "WebSocket handshake needs HTTP/1.1")
