@@ -181,6 +181,21 @@ func nanotime() int64 { return int64(time.Since(epoch)) }
 // newConn builds a connection on an established WebSocket stream; start
 // attaches it to a transport.
 func newConn(nc net.Conn, server bool, cfg *config, sub string, dp *deflateParams) *Conn {
+	c := newConnState(server, cfg, sub, dp)
+	c.local = nc.LocalAddr()
+	if a, ok := c.local.(*net.TCPAddr); ok && server {
+		c.local = internLocal(a)
+	}
+	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		c.rap = a.AddrPort()
+	} else {
+		c.ext = &connExt{raddr: nc.RemoteAddr()}
+	}
+	return c
+}
+
+// newConnState builds a connection without its addresses and transport.
+func newConnState(server bool, cfg *config, sub string, dp *deflateParams) *Conn {
 	c := &Conn{
 		cfg:    cfg.cc,
 		server: server,
@@ -191,15 +206,6 @@ func newConn(nc net.Conn, server bool, cfg *config, sub string, dp *deflateParam
 	}
 	if sub != "" {
 		c.sub = int16(slices.Index(cfg.cc.subprotocols, sub))
-	}
-	c.local = nc.LocalAddr()
-	if a, ok := c.local.(*net.TCPAddr); ok && server {
-		c.local = internLocal(a)
-	}
-	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
-		c.rap = a.AddrPort()
-	} else {
-		c.ext = &connExt{raddr: nc.RemoteAddr()}
 	}
 	if dp != nil {
 		c.deflate = newDeflater(*dp, server)

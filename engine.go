@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sync"
 	"time"
 )
@@ -29,17 +30,21 @@ var defaultEngine engine
 type task struct {
 	c    *Conn
 	kind taskKind
-	data []byte // taskAdd: input read past the handshake
+	data []byte        // taskAdd: input read past the handshake
+	fl   *fastListener // taskListen, taskUnlisten
 }
 
 type taskKind uint8
 
 const (
-	taskAdd    taskKind = iota // start serving c
-	taskClose                  // close c's descriptor and finish c
-	taskResume                 // c may read again: its receive queue or its output has room
-	taskFlush                  // write c's queue (Enqueue)
-	taskStop                   // no connection is left: exit
+	taskAdd      taskKind = iota // start serving c
+	taskClose                    // close c's descriptor and finish c
+	taskResume                   // c may read again: its receive queue or its output has room
+	taskFlush                    // write c's queue (Enqueue)
+	taskListen                   // serve a listener (Server)
+	taskUnlisten                 // stop serving a listener
+	taskSweep                    // time out handshakes that take too long
+	taskStop                     // no connection is left: exit
 )
 
 const (
@@ -72,6 +77,25 @@ func (e *engine) reserve(wantLoop bool) (*loop, error) {
 	return l, nil
 }
 
+// reserveLoops starts the event loops if none run and keeps them running
+// until cancel: a Server serving a listener on every loop holds one such
+// reservation.
+func (e *engine) reserveLoops() ([]*loop, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.loops == nil {
+		loops, err := startLoops()
+		if err != nil {
+			e.stopIfIdleLocked()
+			return nil, err
+		}
+		e.loops = loops
+	}
+	e.pending++
+	e.startSweeperLocked(maxSweep) // it times the handshakes out
+	return slices.Clone(e.loops), nil
+}
+
 // cancel gives back a reservation that was not used.
 func (e *engine) cancel() {
 	e.mu.Lock()
@@ -89,6 +113,15 @@ func (e *engine) register(c *Conn) {
 	e.pending--
 	if e.conns == nil {
 		e.conns = make(map[*Conn]struct{})
+	}
+	e.startSweeperLocked(g)
+	e.conns[c] = struct{}{}
+}
+
+// startSweeperLocked starts the sweeper if it does not run, and makes it
+// tick at least every g.
+func (e *engine) startSweeperLocked(g time.Duration) {
+	if e.stop == nil {
 		e.every = g
 		e.stop = make(chan struct{})
 		go e.sweep(e.stop, g)
@@ -96,7 +129,6 @@ func (e *engine) register(c *Conn) {
 	if g < e.every {
 		e.every = g
 	}
-	e.conns[c] = struct{}{}
 }
 
 // unregister removes a finished connection and stops the engine when none
@@ -155,12 +187,18 @@ func (e *engine) sweep(stop chan struct{}, every time.Duration) {
 			snap = append(snap, c)
 		}
 		want := e.every
+		loops := e.loops
 		e.mu.Unlock()
 		now := nanotime()
 		for _, c := range snap {
 			tickSafely(c, now)
 		}
 		clear(snap)
+		for _, l := range loops {
+			if l.handshaking() {
+				l.post(task{kind: taskSweep})
+			}
+		}
 		if want != every {
 			every = want
 			t.Reset(every)

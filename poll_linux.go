@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -41,6 +42,12 @@ type loop struct {
 	conns   []*Conn // indexed by fd; loop goroutine only
 	buf     []byte
 	pending []*Conn // connections with more input to read
+
+	// A Server's listeners and the connections whose first request is
+	// being read (serve_linux.go); loop goroutine only.
+	listeners  map[int]*fastListener
+	handshakes map[int]*pendingConn
+	nPending   atomic.Int64 // len(handshakes), for the sweeper
 
 	stats loopCounters
 }
@@ -169,6 +176,7 @@ func (l *loop) run() {
 				continue
 			}
 			if fd >= len(l.conns) || l.conns[fd] == nil {
+				l.other(fd, ev.Events, now)
 				continue
 			}
 			l.serve(l.conns[fd], ev.Events, now)
@@ -241,6 +249,12 @@ func (l *loop) runTasks(now int64) bool {
 			c.flushPosted = false
 			c.flushLocked(false)
 			c.mu.Unlock()
+		case taskListen:
+			l.listen(t.fl)
+		case taskUnlisten:
+			l.unlisten(t.fl)
+		case taskSweep:
+			l.sweepPending(now)
 		case taskStop:
 			stop = true
 		}
@@ -251,6 +265,13 @@ func (l *loop) runTasks(now int64) bool {
 // shutdown closes the loop's own descriptors once it exits. Under l.mu, so
 // that post never writes to a closed eventfd.
 func (l *loop) shutdown() {
+	for _, p := range l.handshakes {
+		l.forgetPending(p)
+		l.dropPending(p)
+	}
+	for _, fl := range l.listeners {
+		l.unlisten(fl)
+	}
 	l.mu.Lock()
 	l.stopped = true
 	l.tasks = nil
@@ -422,6 +443,13 @@ func dupFD(nc net.Conn) (fd int, ok bool, err error) {
 	case *net.TCPConn:
 		raw = t
 	case *net.UnixConn:
+		raw = t
+	case *replayConn:
+		if t.replaying() {
+			// Bytes the loop read are still to be read through t: keep
+			// the connection on the reader-goroutine transport.
+			return -1, false, nil
+		}
 		raw = t
 	default:
 		return -1, false, nil
