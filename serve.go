@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -208,11 +207,10 @@ func (s *Server) maxHandshakes() int {
 // chanListener is the net.Listener HTTP serves: it yields the connections
 // the event loops hand over.
 type chanListener struct {
-	addr   net.Addr
-	conns  chan net.Conn
-	done   chan struct{}
-	closed atomic.Bool
-	once   sync.Once
+	addr  net.Addr
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
 }
 
 func newChanListener(addr net.Addr) *chanListener {
