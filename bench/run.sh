@@ -96,11 +96,15 @@ mkdir -p "$(dirname "$OUT")"
 # ---- build ----------------------------------------------------------------
 log "building into $TMP"
 go build -o "$TMP/wsgate-bench" ./cmd/wsgate-bench
-go build -o "$TMP/tabulate" ./bench/tabulate
 go build -o "$TMP/wsgate" ./cmd/wsgate
-for s in tutorial gorilla gws nbio epollref tcpecho; do
-	go build -o "$TMP/$s" "./bench/servers/$s"
-done
+# The baselines and tabulate live in the bench module (bench/go.mod).
+(
+	cd bench
+	go build -o "$TMP/tabulate" ./tabulate
+	for s in tutorial gorilla gws nbio epollref tcpecho; do
+		go build -o "$TMP/$s" "./servers/$s"
+	done
+)
 
 # ---- servers --------------------------------------------------------------
 port_of() {
