@@ -30,9 +30,17 @@ Modes:
   connect  dial, upgrade, one echo, close, in a loop from -c workers:
            connects/s
   slow     echo, plus -slow clients that write but never read
+  pubsub   Centrifugo client protocol (v2, JSON) against Centrifugo, wsgate's
+           hub or a baseline: -n subscribers on -channel, publications from
+           a client or the HTTP API (-publish). -measure max (default):
+           highest lossless deliveries/s, stepping the rate up and
+           bisecting; rate: losses and latency at -deliveries/s; idle:
+           server RSS per subscribed connection (-pid); connect: connect +
+           subscribe cycles/s and server CPU per cycle
 
-Replies are matched by content (sequence number and timestamp in the
-payload); other server messages are counted and ignored.
+Replies (pubsub: publications) are matched by content (sequence number
+and timestamp in the payload); other server messages are counted and
+ignored.
 echo -raw sends pre-built frames over plain TCP to a byte echo server
 (bench/servers/tcpecho) to measure the generator's own ceiling.
 
@@ -128,19 +136,29 @@ func parseArgs(args []string, stderr io.Writer) (Config, cliOptions, error) {
 		fmt.Fprint(fs.Output(), usageHead)
 		fs.PrintDefaults()
 	}
-	fs.IntVar(&cfg.Conns, "c", 0, "connections (connect: concurrent workers) (default 100; connect 64)")
+	fs.IntVar(&cfg.Conns, "c", 0, "connections (connect, pubsub connect: concurrent workers) (default 100; connect 64)")
 	fs.IntVar(&cfg.Inflight, "inflight", 0, "messages in flight per connection (default 1)")
-	fs.IntVar(&cfg.Size, "size", 0, "payload bytes per message (default 64)")
+	fs.IntVar(&cfg.Size, "size", 0, "payload bytes per message (pubsub: publication data) (default 64)")
 	fs.BoolVar(&cfg.Binary, "binary", false, "send binary messages instead of text")
-	fs.DurationVar(&cfg.Duration, "duration", 0, "measured time, after warmup (default 10s unless -count is given)")
+	fs.DurationVar(&cfg.Duration, "duration", 0, "measured time, after warmup (default 10s unless -count is given; pubsub max: per step, default 5s)")
 	fs.Int64Var(&cfg.Count, "count", 0, "stop after this many measured replies (connect: cycles)")
 	fs.DurationVar(&cfg.Warmup, "warmup", 0, "traffic before measuring starts")
 	fs.BoolVar(&cfg.Raw, "raw", false, "echo only: raw TCP frames against a byte echo server (tcpecho)")
-	fs.IntVar(&cfg.N, "n", 0, "idle: connections to open (default 1000)")
-	fs.Float64Var(&cfg.Rate, "rate", 0, "idle: new connections per second (default 5000)")
-	fs.DurationVar(&cfg.Hold, "hold", 0, "idle: how long to hold the connections (default 10s)")
+	fs.IntVar(&cfg.N, "n", 0, "idle: connections to open; pubsub: subscribers (default 1000)")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "idle, pubsub idle: new connections per second (default 5000)")
+	fs.DurationVar(&cfg.Hold, "hold", 0, "idle, pubsub idle: how long to hold the connections (default 10s)")
 	fs.IntVar(&cfg.Slow, "slow", 0, "slow: clients that write but never read")
 	fs.IntVar(&cfg.SlowRate, "slow-rate", 0, "slow: messages per second each slow client writes (default 1000)")
+	measure := fs.String("measure", "", "pubsub: max, rate, idle or connect (default max)")
+	fs.StringVar(&cfg.Channel, "channel", "", "pubsub: channel to subscribe and publish to (default \"bench\")")
+	fs.StringVar(&cfg.Publish, "publish", "", "pubsub: publish from a connected client or through the HTTP API: client or api (default client)")
+	fs.StringVar(&cfg.APIURL, "api-url", "", "pubsub: HTTP API publish endpoint (default http://<URL's host>/api/publish)")
+	fs.StringVar(&cfg.APIKey, "api-key", "", "pubsub: HTTP API key, sent as X-API-Key")
+	fs.Float64Var(&cfg.Deliveries, "deliveries", 0, "pubsub: offered deliveries/s (publications/s × subscribers): the rate of -measure rate (default 50000), the first step of max (default 10000)")
+	fs.Float64Var(&cfg.Growth, "growth", 0, "pubsub max: rate factor between steps until one fails, then bisect (default 2)")
+	fs.Float64Var(&cfg.Precision, "precision", 0, "pubsub max: stop when the lowest failing rate is within this fraction above the best passing one (default 0.1)")
+	fs.IntVar(&cfg.MaxSteps, "max-steps", 0, "pubsub max: at most this many steps (default 12)")
+	fs.DurationVar(&cfg.MaxLag, "max-lag", 0, "pubsub: a step fails when its p99 publish-to-receive latency exceeds this (default 1s)")
 	fs.IntVar(&cfg.SrcIPs, "src-ips", 0, "source addresses 127.0.0.2…: 0 = enough for < 24k conns each (connect: 4), -1 = none")
 	fs.IntVar(&cfg.PID, "pid", 0, "server PID: report its RSS and CPU from /proc")
 	fs.DurationVar(&cfg.DialTimeout, "dial-timeout", 0, "bound on each dial and handshake (default 10s)")
@@ -180,6 +198,10 @@ func parseArgs(args []string, stderr io.Writer) (Config, cliOptions, error) {
 		return cfg, opts, fmt.Errorf("want exactly one URL, got %d arguments %q", len(pos), pos)
 	}
 	cfg.URL = pos[0]
+	cfg.Measure = Measure(*measure)
+	if cfg.Measure != "" && cfg.Mode != ModePubSub {
+		return cfg, opts, fmt.Errorf("-measure only works with pubsub")
+	}
 	if opts.maxErrors < 0 {
 		return cfg, opts, fmt.Errorf("-max-errors must be >= 0")
 	}

@@ -11,10 +11,46 @@ import (
 	"github.com/wsgate/wsgate"
 )
 
+// cycleFunc runs the exchange of one connect cycle on a fresh connection
+// (seq numbers the cycle) and reports whether it succeeded; it counts its
+// failures in errs.
+type cycleFunc func(ctx context.Context, c *wsgate.Conn, seq uint32, errs *errorCounter) bool
+
+// cycleSpec says what a connect-style run does on each connection.
+type cycleSpec struct {
+	// newCycle returns the exchange of one worker (called once per worker,
+	// so that it may own buffers).
+	newCycle func() cycleFunc
+	// anchorMessage handles what the server sends the anchor connection,
+	// and anchorHello, when set, is written to it once it is open.
+	anchorMessage func(c *wsgate.Conn, typ wsgate.MessageType, data []byte)
+	anchorHello   []byte
+}
+
 // runConnect measures handshakes per second: each worker dials, upgrades,
 // exchanges one message, runs the closing handshake and waits for the
 // connection to end, over and over.
 func runConnect(ctx context.Context, cfg *Config, rep *Report) error {
+	typ := wsgate.TextMessage
+	if cfg.Binary {
+		typ = wsgate.BinaryMessage
+	}
+	base := time.Now()
+	return runCycles(ctx, cfg, rep, cycleSpec{
+		newCycle: func() cycleFunc {
+			buf := newPayload(max(cfg.Size, minPayload(cfg.Binary)))
+			return func(ctx context.Context, c *wsgate.Conn, seq uint32, errs *errorCounter) bool {
+				return echoOnce(ctx, c, typ, buf, cfg, seq, base, errs)
+			}
+		},
+		anchorMessage: func(*wsgate.Conn, wsgate.MessageType, []byte) {},
+	})
+}
+
+// runCycles runs cfg.Conns workers that each dial, run spec's exchange,
+// run the closing handshake and wait for the connection to end, over and
+// over, and reports cycles per second.
+func runCycles(ctx context.Context, cfg *Config, rep *Report, spec cycleSpec) error {
 	d, err := newDialer(cfg.URL, cfg.SrcIPs)
 	if err != nil {
 		return err
@@ -28,12 +64,7 @@ func runConnect(ctx context.Context, cfg *Config, rep *Report) error {
 		cc        connCounter
 		completed atomic.Uint64 // cycles, all phases (progress)
 		measured  atomic.Uint64
-		typ       = wsgate.TextMessage
-		base      = time.Now()
 	)
-	if cfg.Binary {
-		typ = wsgate.BinaryMessage
-	}
 	left.Store(cfg.Count)
 	opts := wsgate.Options{
 		PingInterval:     -1,
@@ -46,7 +77,7 @@ func runConnect(ctx context.Context, cfg *Config, rep *Report) error {
 	// engine (event loops and timer goroutine, which stop when the last
 	// connection ends) is not torn down and restarted between cycles.
 	anchor, err := wsgate.Dial(ctx, cfg.URL, &wsgate.Options{
-		OnMessage:        func(*wsgate.Conn, wsgate.MessageType, []byte) {},
+		OnMessage:        spec.anchorMessage,
 		PingInterval:     -1,
 		NetDialContext:   d.dialContext,
 		HandshakeTimeout: cfg.DialTimeout,
@@ -55,6 +86,9 @@ func runConnect(ctx context.Context, cfg *Config, rep *Report) error {
 		cc.attempted.Add(1)
 		dialFailed(ctx, errs, err)
 	} else {
+		if spec.anchorHello != nil {
+			anchor.Write(ctx, wsgate.TextMessage, spec.anchorHello)
+		}
 		defer func() {
 			anchor.Close()
 			select {
@@ -85,7 +119,7 @@ func runConnect(ctx context.Context, cfg *Config, rep *Report) error {
 			return false
 		}
 	}
-	oneCycle := func(buf []byte, seq uint32) {
+	oneCycle := func(exchange cycleFunc, seq uint32) {
 		t0 := time.Now()
 		cc.attempted.Add(1)
 		c, err := wsgate.Dial(ctx, cfg.URL, &opts)
@@ -98,7 +132,7 @@ func runConnect(ctx context.Context, cfg *Config, rep *Report) error {
 		}
 		cc.established.Add(1)
 		t1 := time.Now()
-		ok := echoOnce(ctx, c, typ, buf, cfg, seq, base, errs)
+		ok := exchange(ctx, c, seq, errs)
 		c.Close()
 		wait := time.NewTimer(5 * time.Second)
 		select {
@@ -139,9 +173,9 @@ func runConnect(ctx context.Context, cfg *Config, rep *Report) error {
 	var wg sync.WaitGroup
 	for w := range cfg.Conns {
 		wg.Go(func() {
-			buf := newPayload(max(cfg.Size, minPayload(cfg.Binary)))
+			exchange := spec.newCycle()
 			for seq := uint32(w); !stopped() && ctx.Err() == nil; seq += uint32(cfg.Conns) {
-				oneCycle(buf, seq)
+				oneCycle(exchange, seq)
 			}
 		})
 	}

@@ -10,6 +10,10 @@
 //     over from a few workers; handshakes per second.
 //   - slow: echo, plus clients that write but never read; what they do to
 //     everyone else's latency.
+//   - pubsub: N subscribers on one channel of a server that speaks
+//     Centrifugo's client protocol (v2, JSON): the highest lossless rate of
+//     deliveries, publish-to-receive latency, memory per idle subscriber,
+//     and connect+subscribe cycles. See pubsub.go.
 //
 // The generator is built on wsgate's event-driven client (Options.OnMessage):
 // a connection costs no goroutine, replies are handled on the event loop and
@@ -43,6 +47,33 @@ const (
 	ModeIdle    Mode = "idle"
 	ModeConnect Mode = "connect"
 	ModeSlow    Mode = "slow"
+	ModePubSub  Mode = "pubsub"
+)
+
+// Measure selects what a pubsub run measures.
+type Measure string
+
+// The pubsub measures.
+const (
+	// MeasureMax steps the publication rate up, then bisects, to find the
+	// highest rate of deliveries with nothing lost, duplicated or
+	// reordered and a p99 latency within MaxLag.
+	MeasureMax Measure = "max"
+	// MeasureRate publishes at the fixed rate Deliveries for Duration and
+	// reports losses and publish-to-receive latency.
+	MeasureRate Measure = "rate"
+	// MeasureIdle ramps N subscribers (connect + subscribe) and holds them:
+	// with PID, the server's RSS per idle subscribed connection.
+	MeasureIdle Measure = "idle"
+	// MeasureConnect loops over dial, connect, subscribe and close from
+	// Conns workers: cycles per second and server CPU per cycle.
+	MeasureConnect Measure = "connect"
+)
+
+// Publishers: where pubsub publications come from.
+const (
+	PublishClient = "client" // a publish command from a connected client
+	PublishAPI    = "api"    // POST to the server HTTP API (APIURL)
 )
 
 // Config describes one run. Fields that do not apply to the mode are
@@ -70,6 +101,34 @@ type Config struct {
 	// slow
 	Slow     int // clients that write but never read
 	SlowRate int // messages per second each slow client tries to write
+
+	// pubsub (N is the number of subscribers; Rate, Hold and Conns serve
+	// the idle and connect measures as in those modes)
+	Measure Measure // what to measure; defaults to MeasureMax
+	Channel string  // the channel every subscriber joins; defaults to "bench"
+	// Publish is where publications come from: PublishClient (default)
+	// or PublishAPI.
+	Publish string
+	// APIURL is the HTTP API publish endpoint; defaults to /api/publish on
+	// URL's host (http for ws, https for wss).
+	APIURL string
+	// APIKey, when set, is sent in the X-API-Key header of API requests.
+	APIKey string
+	// Deliveries is the offered rate in deliveries per second (publications
+	// per second × subscribers): the fixed rate of MeasureRate (default
+	// 50,000) and the first step of MeasureMax (default 10,000).
+	Deliveries float64
+	// Growth is the factor between MeasureMax steps until one fails, after
+	// which the search bisects. Defaults to 2.
+	Growth float64
+	// Precision ends a MeasureMax search when the lowest failing rate is
+	// within this fraction above the highest passing one. Defaults to 0.1.
+	Precision float64
+	// MaxSteps bounds the measured MeasureMax steps. Defaults to 12.
+	MaxSteps int
+	// MaxLag is the highest p99 publish-to-receive latency with which a
+	// step still counts as keeping up. Defaults to 1s.
+	MaxLag time.Duration
 
 	// SrcIPs spreads connections over source addresses 127.0.0.2 …
 	// 127.0.0.(1+SrcIPs) when the server is on an IPv4 loopback address, so
@@ -103,8 +162,15 @@ func (c *Config) Defaults() {
 	if c.Size <= 0 {
 		c.Size = 64
 	}
-	if c.Duration == 0 && c.Count == 0 && c.Mode != ModeIdle {
+	if c.Mode == ModePubSub && c.Measure == "" {
+		c.Measure = MeasureMax
+	}
+	pubsubIdle := c.Mode == ModePubSub && c.Measure == MeasureIdle
+	if c.Duration == 0 && c.Count == 0 && c.Mode != ModeIdle && !pubsubIdle {
 		c.Duration = 10 * time.Second
+		if c.Mode == ModePubSub && c.Measure == MeasureMax {
+			c.Duration = 5 * time.Second // per step
+		}
 	}
 	if c.N <= 0 {
 		c.N = 1000
@@ -118,15 +184,20 @@ func (c *Config) Defaults() {
 	if c.DialTimeout <= 0 {
 		c.DialTimeout = 10 * time.Second
 	}
-	if c.Mode == ModeIdle && c.Rate == 0 {
+	if (c.Mode == ModeIdle || pubsubIdle) && c.Rate == 0 {
 		c.Rate = 5000
 	}
+	if c.Mode == ModePubSub {
+		c.pubsubDefaults()
+	}
 	if c.SrcIPs == 0 {
-		switch c.Mode {
-		case ModeIdle:
+		switch {
+		case c.Mode == ModeIdle:
 			c.SrcIPs = srcIPsFor(c.N)
-		case ModeConnect:
+		case c.Mode == ModeConnect, c.Mode == ModePubSub && c.Measure == MeasureConnect:
 			c.SrcIPs = 4
+		case c.Mode == ModePubSub:
+			c.SrcIPs = srcIPsFor(c.N + 1)
 		default:
 			c.SrcIPs = srcIPsFor(c.Conns + c.Slow)
 		}
@@ -140,8 +211,12 @@ var ErrUsage = errors.New("loadtest: invalid configuration")
 func (c *Config) Validate() error {
 	switch c.Mode {
 	case ModeEcho, ModeIdle, ModeConnect, ModeSlow:
+	case ModePubSub:
+		if err := c.validatePubSub(); err != nil {
+			return err
+		}
 	default:
-		return fmt.Errorf("%w: unknown mode %q (want echo, idle, connect or slow)", ErrUsage, c.Mode)
+		return fmt.Errorf("%w: unknown mode %q (want echo, idle, connect, slow or pubsub)", ErrUsage, c.Mode)
 	}
 	u, err := url.Parse(c.URL)
 	if err != nil || u.Host == "" {
@@ -196,6 +271,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		err = runIdle(ctx, &cfg, rep)
 	case cfg.Mode == ModeConnect:
 		err = runConnect(ctx, &cfg, rep)
+	case cfg.Mode == ModePubSub:
+		err = runPubSub(ctx, &cfg, rep)
 	}
 	if err != nil {
 		return nil, err

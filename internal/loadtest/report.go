@@ -14,6 +14,7 @@ import (
 // per second, memory in KiB.
 type Report struct {
 	Mode        Mode      `json:"mode"`
+	Measure     Measure   `json:"measure,omitempty"` // pubsub only
 	URL         string    `json:"url"`
 	Label       string    `json:"label,omitempty"`
 	Started     time.Time `json:"started"`
@@ -37,7 +38,8 @@ type Report struct {
 	Held        uint64  `json:"held,omitempty"`
 	RampSeconds float64 `json:"ramp_seconds,omitempty"`
 
-	// echo and slow: measured replies; connect: completed cycles.
+	// echo and slow: measured replies; connect: completed cycles; pubsub:
+	// deliveries of the best (max) or measured (rate) step, or cycles.
 	Messages   uint64   `json:"messages,omitempty"`
 	MsgsPerSec float64  `json:"msgs_per_sec,omitempty"`
 	MBPerSec   float64  `json:"mb_per_sec,omitempty"` // reply payload, 10^6 bytes
@@ -51,15 +53,19 @@ type Report struct {
 	// the rates it does not drop when other processes steal the server's
 	// or the generator's core, so it compares servers on a noisy machine.
 	PerServerCPUSec float64 `json:"per_server_cpu_sec,omitempty"`
+	// ServerCPUPerOpUS is the inverse: microseconds of server CPU per
+	// measured reply, cycle or delivery.
+	ServerCPUPerOpUS float64 `json:"server_cpu_us_per_op,omitempty"`
 
 	Errors     []ErrorKind `json:"errors,omitempty"`
 	ErrorCount uint64      `json:"error_count"`
 	ErrorRatio float64     `json:"error_ratio"` // errors / operations (messages sent + dials)
 
-	Server    *ProcStats  `json:"server,omitempty"`
-	Generator *ProcStats  `json:"generator,omitempty"`
-	Slow      *SlowReport `json:"slow,omitempty"`
-	Notes     []string    `json:"notes,omitempty"`
+	Server    *ProcStats    `json:"server,omitempty"`
+	Generator *ProcStats    `json:"generator,omitempty"`
+	Slow      *SlowReport   `json:"slow,omitempty"`
+	PubSub    *PubSubReport `json:"pubsub,omitempty"`
+	Notes     []string      `json:"notes,omitempty"`
 
 	ops uint64 // denominator of ErrorRatio
 }
@@ -121,8 +127,19 @@ func newReport(cfg *Config) *Report {
 		r.Conns, r.Size, r.Type = cfg.Conns, cfg.Size, typeName(cfg.Binary)
 	case ModeIdle:
 		r.Conns = cfg.N
+	case ModePubSub:
+		r.Measure, r.Size = cfg.Measure, cfg.Size
+		r.Conns = cfg.N
+		if cfg.Measure == MeasureConnect {
+			r.Conns, r.Size = cfg.Conns, 0
+		}
 	}
 	return r
+}
+
+// cycles reports whether Messages counts connect cycles.
+func (r *Report) cycles() bool {
+	return r.Mode == ModeConnect || r.Mode == ModePubSub && r.Measure == MeasureConnect
 }
 
 func summarize(h *hdrhistogram.Histogram) *Latency {
@@ -152,15 +169,16 @@ func (r *Report) finish() {
 	}
 	if r.Seconds > 0 && r.Messages > 0 {
 		r.MsgsPerSec = float64(r.Messages) / r.Seconds
-		if r.Mode == ModeEcho || r.Mode == ModeSlow {
+		if r.Mode == ModeEcho || r.Mode == ModeSlow || r.Mode == ModePubSub && !r.cycles() {
 			r.MBPerSec = r.MsgsPerSec * float64(r.Size) / 1e6
 		}
-		if r.Mode == ModeConnect {
+		if r.cycles() {
 			r.ConnectsPerSec = r.MsgsPerSec
 			r.MsgsPerSec = 0
 		}
 		if r.Server != nil && r.Server.CPUPercent > 0 && r.Mode != ModeIdle {
 			r.PerServerCPUSec = float64(r.Messages) / (r.Seconds * r.Server.CPUPercent / 100)
+			r.ServerCPUPerOpUS = 1e6 / r.PerServerCPUSec
 		}
 	}
 }
@@ -181,6 +199,9 @@ func (r *Report) WriteText(w io.Writer) {
 	title := fmt.Sprintf("wsgate-bench %s", r.Mode)
 	if r.Raw {
 		title += " -raw"
+	}
+	if r.Measure != "" {
+		title += " -measure " + string(r.Measure)
 	}
 	title += " " + r.URL
 	if r.Label != "" {
@@ -213,10 +234,12 @@ func (r *Report) WriteText(w io.Writer) {
 		}
 	case ModeIdle:
 		row("held", "%s connections for %.1fs (ramp took %.1fs)", group(r.Held), r.Seconds, r.RampSeconds)
+	case ModePubSub:
+		r.writePubSub(row)
 	}
 	if r.Latency != nil {
 		name := "latency"
-		if r.Mode == ModeConnect {
+		if r.cycles() {
 			name = "cycle"
 		}
 		row(name, "%s", r.Latency)
@@ -319,4 +342,68 @@ func group(n uint64) string {
 		b.WriteString(s[i : i+3])
 	}
 	return b.String()
+}
+
+// writePubSub prints the pubsub part of the summary.
+func (r *Report) writePubSub(row func(name, format string, args ...any)) {
+	ps := r.PubSub
+	if ps == nil {
+		return
+	}
+	switch ps.Measure {
+	case MeasureConnect:
+		row("load", "%d workers: dial, connect, subscribe to %q, close", r.Conns, ps.Channel)
+		row("throughput", "%s cycles/s (%s cycles in %.2fs)", group(uint64(r.ConnectsPerSec+0.5)), group(r.Messages), r.Seconds)
+		if r.PerServerCPUSec > 0 {
+			row("server cost", "%.1f µs of server CPU per cycle", r.ServerCPUPerOpUS)
+		}
+		if r.Handshake != nil {
+			row("handshake", "%s", r.Handshake)
+		}
+		return
+	case MeasureIdle:
+		row("held", "%s subscribed connections on %q for %.1fs (ramp took %.1fs)", group(r.Held), ps.Channel, r.Seconds, r.RampSeconds)
+		return
+	}
+	row("load", "%s subscribers on %q, %d B publications from the %s", group(uint64(ps.Subscribers)), ps.Channel, r.Size, ps.Publish)
+	for i, st := range ps.Steps {
+		verdict := "pass"
+		if !st.Pass {
+			verdict = "FAIL: " + st.Failure
+		}
+		if st.Warmup {
+			verdict = "warmup, " + verdict
+		}
+		p99 := "-"
+		if st.Latency != nil {
+			p99 = fmtUS(st.Latency.P99)
+		}
+		mark := " "
+		if i == ps.Best {
+			mark = "*"
+		}
+		row(fmt.Sprintf("%sstep %d", mark, i+1), "offered %s/s → %s deliveries/s, p99 %s, server CPU %.0f%%  %s",
+			group(uint64(st.OfferedPerSec+0.5)), group(uint64(st.DeliveriesPerSec+0.5)), p99, st.ServerCPU, verdict)
+	}
+	if ps.Best < 0 {
+		row("result", "no step passed")
+		return
+	}
+	best := ps.Steps[ps.Best]
+	what := "best lossless"
+	if ps.Measure == MeasureRate {
+		what = "measured"
+	}
+	row("throughput", "%s deliveries/s (%s step: %s publications to %s subscribers, %s delivered in %.2fs)",
+		group(uint64(r.MsgsPerSec+0.5)), what, group(best.Publications), group(uint64(best.Subscribers)), group(best.Delivered), best.Seconds)
+	if best.Lost+best.Duplicated+best.Reordered > 0 || best.Disconnected > 0 {
+		row("losses", "%s lost, %s duplicated, %s out of order, %d subscribers disconnected",
+			group(best.Lost), group(best.Duplicated), group(best.Reordered), best.Disconnected)
+	}
+	if r.PerServerCPUSec > 0 {
+		row("efficiency", "%s deliveries per second of server CPU", group(uint64(r.PerServerCPUSec+0.5)))
+	}
+	if ps.Late > 0 || ps.Reconnected > 0 {
+		row("", "%s publications arrived after their step; %s subscribers reconnected after failed steps", group(ps.Late), group(ps.Reconnected))
+	}
 }
