@@ -31,9 +31,11 @@ import (
 // reordered, no subscriber was disconnected, every publish was accepted and
 // the p99 latency stayed within MaxLag (a server that falls behind shows a
 // latency that grows for as long as the step lasts). MeasureMax doubles the
-// rate until a step fails, then bisects between the best passing and the
-// lowest failing rate, and reports the best passing step; subscribers that
-// a failed step cost are reconnected before the next one.
+// rate until a step fails, or passes with a publisher that could not keep
+// to the rate, then bisects between the highest rate that held and the
+// lowest that did not, and reports the passing step with the most
+// deliveries per second; subscribers that a failed step cost are
+// reconnected before the next one.
 
 const (
 	stepPause    = 300 * time.Millisecond // between steps, for the server to settle
@@ -150,8 +152,14 @@ type PubSubStep struct {
 	Latency          *Latency `json:"latency_us,omitempty"`
 	ServerCPU        float64  `json:"server_cpu_percent,omitempty"`
 	GeneratorCPU     float64  `json:"generator_cpu_percent,omitempty"`
-	Pass             bool     `json:"pass"`
-	Failure          string   `json:"failure,omitempty"`
+	// Pass says the step was lossless and kept its p99 within MaxLag;
+	// Failure says why not.
+	Pass    bool   `json:"pass"`
+	Failure string `json:"failure,omitempty"`
+	// Behind, when set, says the publisher did not keep to the offered
+	// rate (the server pushed back, or the generator was busy): the step
+	// may still pass, but the search takes its rate as out of reach.
+	Behind string `json:"behind,omitempty"`
 }
 
 // setupError is a subscriber or publisher that could not connect or
@@ -456,7 +464,6 @@ type publisher struct {
 	conn   *wsgate.Conn
 	nextID uint32
 	failed atomic.Uint64 // publishes refused or failed
-	acked  atomic.Uint64
 
 	mu        sync.Mutex // orders onMessage with connect
 	ready     chan error
@@ -550,9 +557,7 @@ func (p *publisher) onMessage(c *wsgate.Conn, _ wsgate.MessageType, data []byte)
 			if l.err != nil {
 				p.failed.Add(1)
 				r.errs.add("publish: "+protoError(l.err), nil)
-				continue
 			}
-			p.acked.Add(1)
 		default:
 			r.ignored.Add(1)
 		}
@@ -579,7 +584,6 @@ func (p *publisher) publish(ctx context.Context, seq uint32) error {
 			}
 			return err
 		}
-		p.acked.Add(1)
 		return nil
 	}
 	cmd := publishCommand(p.nextID, p.run.cfg.Channel, p.buf)
@@ -668,9 +672,9 @@ func (r *pubsubRun) step(ctx context.Context, p *publisher, offered float64, d t
 	}
 	st.GeneratorCPU = self.stop().CPUPercent
 	st.Publications = uint64(sent)
-	if pubSeconds > 0 {
-		st.PublishedPerSec = float64(sent) / pubSeconds
-	}
+	// Like Seconds: n publications on schedule take n/pubRate seconds.
+	pubWindow := pubSeconds + 1/pubRate
+	st.PublishedPerSec = float64(sent) / pubWindow
 	st.PublishErrors = p.failed.Load() - failedBefore
 	var last int64
 	for _, s := range alive {
@@ -698,13 +702,17 @@ func (r *pubsubRun) step(ctx context.Context, p *publisher, offered float64, d t
 		st.DeliveriesPerSec = float64(st.Delivered) / st.Seconds
 	}
 	st.Latency = summarize(lat.merged())
-	st.Failure = r.judge(ctx, &st, n, pubRate)
+	st.Failure = r.judge(ctx, &st, n)
 	st.Pass = st.Failure == ""
+	if pubWindow > 1.1*float64(n)/pubRate+0.1 {
+		// More than 10 % (and 100 ms) late.
+		st.Behind = fmt.Sprintf("the publisher fell behind (%.0f of %.0f publications/s)", st.PublishedPerSec, pubRate)
+	}
 	return st
 }
 
 // judge returns why a step failed, or "" when it passed.
-func (r *pubsubRun) judge(ctx context.Context, st *PubSubStep, planned int, pubRate float64) string {
+func (r *pubsubRun) judge(ctx context.Context, st *PubSubStep, planned int) string {
 	switch {
 	case ctx.Err() != nil:
 		return "interrupted"
@@ -720,9 +728,6 @@ func (r *pubsubRun) judge(ctx context.Context, st *PubSubStep, planned int, pubR
 		return fmt.Sprintf("%s deliveries out of order", group(st.Reordered))
 	case int(st.Publications) < planned:
 		return "the publisher stopped early"
-	case st.PublishedPerSec > 0 && float64(planned)/st.PublishedPerSec > 1.1*float64(planned)/pubRate+0.1:
-		// More than 10 % (and 100 ms) late: the step did not offer its rate.
-		return fmt.Sprintf("the publisher fell behind (%.0f of %.0f publications/s)", st.PublishedPerSec, pubRate)
 	case st.Latency != nil && st.Latency.P99 > float64(r.cfg.MaxLag.Microseconds()):
 		return fmt.Sprintf("p99 %s above -max-lag %v: the server fell behind", fmtUS(st.Latency.P99), r.cfg.MaxLag)
 	}
@@ -779,41 +784,53 @@ func (r *pubsubRun) repair(ctx context.Context, rep *PubSubReport) {
 // search runs the steps of MeasureMax and returns the index of the best
 // passing step, or -1.
 func (r *pubsubRun) search(ctx context.Context, p *publisher, srv *procWatch, rep *PubSubReport, progress *atomic.Pointer[string]) int {
-	cfg := r.cfg
-	rate := cfg.Deliveries
-	var pass, fail float64 // highest passing and lowest failing offered rates
-	best := -1
-	for measured := 0; measured < cfg.MaxSteps && ctx.Err() == nil; measured++ {
+	return searchMax(ctx, r.cfg, rep, func(i int, rate float64) PubSubStep {
+		if i > 0 {
+			sleepCtx(ctx, stepPause)
+		}
 		r.repair(ctx, rep)
-		msg := fmt.Sprintf("pubsub max  step %d: %s deliveries/s offered", measured+1, group(uint64(rate)))
+		msg := fmt.Sprintf("pubsub max  step %d: %s deliveries/s offered", i+1, group(uint64(rate)))
 		progress.Store(&msg)
-		st := r.step(ctx, p, rate, cfg.Duration, srv)
+		return r.step(ctx, p, rate, r.cfg.Duration, srv)
+	})
+}
+
+// searchMax is the search of MeasureMax: try(i, rate) runs step i at an
+// offered rate. The rate grows by cfg.Growth until a step fails or passes
+// behind schedule, then bisects between the highest rate that held and the
+// lowest that did not. It appends the steps to rep.Steps and returns the
+// index of the passing one with the most deliveries per second, or -1.
+func searchMax(ctx context.Context, cfg *Config, rep *PubSubReport, try func(i int, rate float64) PubSubStep) int {
+	rate := cfg.Deliveries
+	var held, missed float64 // highest rate that held, lowest that did not
+	best := -1
+	for i := 0; i < cfg.MaxSteps && ctx.Err() == nil; i++ {
+		st := try(i, rate)
 		rep.Steps = append(rep.Steps, st)
 		if ctx.Err() != nil {
 			break
 		}
-		if st.Pass {
-			pass = max(pass, rate)
-			if best < 0 || st.DeliveriesPerSec > rep.Steps[best].DeliveriesPerSec {
-				best = len(rep.Steps) - 1
-			}
-		} else if fail == 0 || rate < fail {
-			fail = rate
+		if st.Pass && (best < 0 || st.DeliveriesPerSec > rep.Steps[best].DeliveriesPerSec) {
+			best = len(rep.Steps) - 1
+		}
+		if st.Pass && st.Behind == "" {
+			held = max(held, rate)
+		} else if missed == 0 || rate < missed {
+			missed = rate
 		}
 		switch {
-		case fail == 0:
+		case missed == 0:
 			rate *= cfg.Growth
-		case pass == 0:
+		case held == 0:
 			rate /= cfg.Growth
-			if rate < float64(st.Subscribers) {
-				return best // below one publication a second: give up
+			if rate < float64(st.Subscribers)/2 {
+				return best // below a publication every 2 s: give up
 			}
-		case fail <= pass*(1+cfg.Precision):
+		case missed <= held*(1+cfg.Precision):
 			return best
 		default:
-			rate = math.Sqrt(pass * fail)
+			rate = math.Sqrt(held * missed)
 		}
-		sleepCtx(ctx, stepPause)
 	}
 	return best
 }

@@ -371,6 +371,9 @@ func (r *Report) writePubSub(row func(name, format string, args ...any)) {
 		if !st.Pass {
 			verdict = "FAIL: " + st.Failure
 		}
+		if st.Behind != "" {
+			verdict += " (" + st.Behind + ")"
+		}
 		if st.Warmup {
 			verdict = "warmup, " + verdict
 		}
