@@ -3,6 +3,7 @@ module github.com/wsgate/wsgate/bench
 go 1.26.0
 
 require (
+	github.com/centrifugal/protocol v0.23.1
 	github.com/gorilla/websocket v1.5.3
 	github.com/lesismal/nbio v1.6.8
 	github.com/lxzan/gws v1.8.9
@@ -12,7 +13,6 @@ require (
 
 require (
 	github.com/HdrHistogram/hdrhistogram-go v1.4.0 // indirect
-	github.com/centrifugal/protocol v0.23.1 // indirect
 	github.com/dolthub/maphash v0.1.0 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/lesismal/llib v1.2.2 // indirect

@@ -2,7 +2,8 @@
 # Formatting, module tidiness, vet and staticcheck (at a pinned version), for
 # the product module at the root and for the benchmark module in bench/,
 # which holds the peers we measure against so that users of wsgate never
-# find them in their module graph.
+# find them in their module graph (and bench/centrifugo, which only pins
+# the Centrifugo baseline's version).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STATICCHECK_VERSION=v0.8.2
@@ -13,7 +14,8 @@ if [ -n "$unformatted" ]; then
 fi
 
 # go.mod and go.sum must be exactly what `go mod tidy` makes of them.
-for mod in . bench; do
+# bench/centrifugo pins the Centrifugo baseline in a module of its own.
+for mod in . bench bench/centrifugo; do
   if ! (cd "$mod" && go mod tidy -diff); then
     echo "$mod/go.mod is not tidy: run (cd $mod && go mod tidy)"; exit 1
   fi
