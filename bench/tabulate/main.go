@@ -1,10 +1,11 @@
 // Command tabulate turns the wsgate-bench -json reports collected by
-// bench/run.sh into the Markdown tables of docs/BENCHMARKS.md and a JSON
-// results file with medians.
+// bench/run.sh and bench/run-pubsub.sh into the Markdown tables of
+// docs/BENCHMARKS.md and a JSON results file with medians.
 //
 // Each report's label must be "<server> <case>", for example
-// "gorilla echo-100x64"; every case may have several runs, of which the
-// median is shown.
+// "gorilla echo-100x64" or "centrifugo pubsub-max-n1000-s64"; every case
+// may have several runs, of which the median is shown. Cases whose name
+// starts with "pubsub-" form the pub/sub matrix, with its own peers.
 package main
 
 import (
@@ -24,16 +25,30 @@ import (
 	"github.com/wsgate/wsgate/internal/loadtest"
 )
 
-// metrics says which figure of a report each case of the matrix is about;
-// echo cases use MsgsPerSec.
-var metrics = map[string]func(*loadtest.Report) float64{
-	"idle": func(r *loadtest.Report) float64 {
-		if r.Server == nil {
-			return 0
+// metricFor says which figure of a report a case of the matrix is about:
+// RSS per connection for idle cases, connects (cycles) per second for
+// connect cases, the p99 latency for pubsub-p99 cases and MsgsPerSec
+// (echo: replies, pubsub-max: deliveries) for the rest.
+func metricFor(cas string) func(*loadtest.Report) float64 {
+	switch {
+	case cas == "idle" || strings.HasPrefix(cas, "pubsub-idle"):
+		return func(r *loadtest.Report) float64 {
+			if r.Server == nil {
+				return 0
+			}
+			return r.Server.RSSPerConnKiB
 		}
-		return r.Server.RSSPerConnKiB
-	},
-	"connect": func(r *loadtest.Report) float64 { return r.ConnectsPerSec },
+	case cas == "connect" || cas == "pubsub-connect":
+		return func(r *loadtest.Report) float64 { return r.ConnectsPerSec }
+	case strings.HasPrefix(cas, "pubsub-p99-"):
+		return func(r *loadtest.Report) float64 {
+			if r.Latency == nil {
+				return 0
+			}
+			return r.Latency.P99
+		}
+	}
+	return func(r *loadtest.Report) float64 { return r.MsgsPerSec }
 }
 
 // peers are the libraries wsgate is compared with; epollref is the
@@ -138,10 +153,7 @@ func medians(reports []labeled) map[string]map[string]Summary {
 	}
 	out := map[string]map[string]Summary{}
 	for k, reps := range groups {
-		metric := metrics[k.cas]
-		if metric == nil {
-			metric = func(r *loadtest.Report) float64 { return r.MsgsPerSec }
-		}
+		metric := metricFor(k.cas)
 		var vals, eff, p99, scpu, gcpu []float64
 		var errs uint64
 		for _, r := range reps {
@@ -195,7 +207,7 @@ func median(v []float64) float64 {
 
 // order lists the servers: peers, wsgate, the reference, then any other.
 func order(m map[string]map[string]Summary) []string {
-	known := append(slices.Clone(peers), "wsgate", reference, "tcpecho")
+	known := slices.Concat(peers, pubsubPeers, []string{"wsgate", reference, "tcpecho"})
 	var out []string
 	for _, s := range known {
 		if _, ok := m[s]; ok {
@@ -240,10 +252,38 @@ var (
 
 func writeMarkdown(w io.Writer, res Results) {
 	m := res.Medians
-	servers := order(m)
 	fmt.Fprintf(w, "Machine: %s, %d CPUs, Linux %s, %s. Generated %s.\n",
 		res.Machine.CPU, res.Machine.NumCPU, res.Machine.Kernel, res.Machine.Go, res.Generated.Format(time.RFC3339))
+	echo, ps := splitCases(m)
+	if len(echo) > 0 {
+		writeEcho(w, echo)
+	}
+	if len(ps) > 0 {
+		writePubSub(w, ps)
+	}
+}
 
+// splitCases separates the echo matrix from the pubsub matrix.
+func splitCases(m map[string]map[string]Summary) (echo, ps map[string]map[string]Summary) {
+	echo, ps = map[string]map[string]Summary{}, map[string]map[string]Summary{}
+	for server, cases := range m {
+		for cas, sm := range cases {
+			dst := echo
+			if strings.HasPrefix(cas, "pubsub-") {
+				dst = ps
+			}
+			if dst[server] == nil {
+				dst[server] = map[string]Summary{}
+			}
+			dst[server][cas] = sm
+		}
+	}
+	return echo, ps
+}
+
+// writeEcho writes the tables of the echo matrix (bench/run.sh).
+func writeEcho(w io.Writer, m map[string]map[string]Summary) {
+	servers := order(m)
 	fmt.Fprintln(w, "\nRates (median of the runs, min–max in parentheses):")
 	writeValues(w, m, servers, rateCols)
 	fmt.Fprintln(w, "\nServer cost: work done per second of CPU time the server used (median). It does not drop when another process steals a core, so it is the steadier comparison on a shared machine:")
@@ -264,7 +304,7 @@ func writeMarkdown(w io.Writer, res Results) {
 				if vs == reference {
 					other = c.get(m[reference][c.cas])
 				} else {
-					other, name = bestPeer(m, c)
+					other, name = bestPeer(m, c, peers)
 				}
 				if !ok || other == 0 || c.get(sm) == 0 {
 					fmt.Fprint(w, " – |")
@@ -316,7 +356,11 @@ func writeValues(w io.Writer, m map[string]map[string]Summary, servers []string,
 		for _, c := range cols {
 			sm, ok := m[s][c.cas]
 			if !ok || c.get(sm) == 0 {
-				fmt.Fprint(w, " – |")
+				cell := "–"
+				if ok && sm.ErrorCount > 0 {
+					cell += fmt.Sprintf(" ⚠ %d errors", sm.ErrorCount)
+				}
+				fmt.Fprintf(w, " %s |", cell)
 				continue
 			}
 			cell := c.format(c.get(sm))
@@ -332,8 +376,8 @@ func writeValues(w io.Writer, m map[string]map[string]Summary, servers []string,
 	}
 }
 
-// bestPeer returns the best peer's median for a column, and its name.
-func bestPeer(m map[string]map[string]Summary, c column) (float64, string) {
+// bestPeer returns the best of peers' figures for a column, and its name.
+func bestPeer(m map[string]map[string]Summary, c column, peers []string) (float64, string) {
 	best, name := 0.0, ""
 	for _, p := range peers {
 		sm, ok := m[p][c.cas]
@@ -381,6 +425,9 @@ func kib(v float64) string {
 }
 
 func us(v float64) string {
+	if v >= 1e6 {
+		return fmt.Sprintf("%.2f s", v/1e6)
+	}
 	if v >= 1000 {
 		return fmt.Sprintf("%.1f ms", v/1000)
 	}
