@@ -142,6 +142,9 @@ type PubSubStep struct {
 	Duplicated      uint64  `json:"duplicated"`
 	Reordered       uint64  `json:"reordered"`
 	Disconnected    int     `json:"disconnected"`
+	// Frames counts the WebSocket messages the subscribers received during
+	// the step: fewer than Delivered when the server coalesces.
+	Frames uint64 `json:"frames"`
 	// DisconnectReasons counts how the disconnected subscribers ended.
 	DisconnectReasons map[string]int `json:"disconnect_reasons,omitempty"`
 	PublishErrors     uint64         `json:"publish_errors"`
@@ -237,6 +240,7 @@ type subscriber struct {
 	seen   []uint64 // bitmap of the step's publications received
 	maxSeq int64    // highest sequence number received in the step, -1 before
 	got    uint64   // first copies
+	frames uint64   // WebSocket messages
 	dup    uint64
 	reord  uint64
 	lastAt int64 // when the last first copy arrived
@@ -264,6 +268,7 @@ func (s *subscriber) onMessage(c *wsgate.Conn, _ wsgate.MessageType, data []byte
 	now := r.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.frames++
 	s.lines.reset(data)
 	for {
 		err := s.lines.next(&s.line)
@@ -371,7 +376,7 @@ func (s *subscriber) beginStep(lo, n uint32, lat *latencies) {
 	}
 	s.lo, s.n = lo, n
 	s.maxSeq = -1
-	s.got, s.dup, s.reord, s.lastAt = 0, 0, 0, 0
+	s.got, s.frames, s.dup, s.reord, s.lastAt = 0, 0, 0, 0, 0
 	s.shard = lat.shard(s.id)
 }
 
@@ -680,6 +685,7 @@ func (r *pubsubRun) step(ctx context.Context, p *publisher, offered float64, d t
 	for _, s := range alive {
 		s.mu.Lock()
 		st.Delivered += s.got
+		st.Frames += s.frames
 		st.Lost += uint64(sent) - min(s.got, uint64(sent))
 		st.Duplicated += s.dup
 		st.Reordered += s.reord

@@ -25,7 +25,7 @@ import (
 // hubOptions shape the in-test pub/sub server.
 type hubOptions struct {
 	apiKey    string // required X-API-Key of /api/publish ("" accepts any)
-	coalesce  bool   // pack up to 3 publications and a ping into one frame
+	coalesce  bool   // send publications 3 to a frame (the rest after 200 ms), with a ping
 	noPublish bool   // refuse client publishes with 103 permission denied
 	// Faults applied to the first subscriber only, on publication index
 	// faultAt (counted from the server's start).
@@ -187,7 +187,7 @@ func (h *testHub) broadcast(channel string, data []byte) {
 	if len(h.pending) >= 3 {
 		h.flushLocked()
 	} else if h.timer == nil {
-		h.timer = time.AfterFunc(2*time.Millisecond, func() {
+		h.timer = time.AfterFunc(200*time.Millisecond, func() {
 			h.mu.Lock()
 			defer h.mu.Unlock()
 			h.flushLocked()
@@ -275,6 +275,9 @@ func TestPubSubAPICoalesced(t *testing.T) {
 	st := rep.PubSub.Steps[0]
 	if !st.Pass || st.Delivered != st.Expected || st.Expected == 0 {
 		t.Errorf("step %+v", st)
+	}
+	if st.Frames == 0 || st.Frames >= st.Delivered {
+		t.Errorf("%d frames for %d deliveries: the coalesced frames were not counted as such", st.Frames, st.Delivered)
 	}
 	if h.pongs.Load() == 0 {
 		t.Error("the pings coalesced with the publications got no pong")

@@ -403,6 +403,9 @@ func (r *Report) writePubSub(row func(name, format string, args ...any)) {
 		row("losses", "%s lost, %s duplicated, %s out of order, %d subscribers disconnected",
 			group(best.Lost), group(best.Duplicated), group(best.Reordered), best.Disconnected)
 	}
+	if best.Frames > 0 && best.Frames < best.Delivered {
+		row("coalescing", "%.1f publications per WebSocket message", float64(best.Delivered)/float64(best.Frames))
+	}
 	if r.PerServerCPUSec > 0 {
 		row("efficiency", "%s deliveries per second of server CPU", group(uint64(r.PerServerCPUSec+0.5)))
 	}
