@@ -154,6 +154,7 @@ func parseArgs(args []string, stderr io.Writer) (Config, cliOptions, error) {
 	fs.StringVar(&cfg.Publish, "publish", "", "pubsub: publish from a connected client or through the HTTP API: client or api (default client)")
 	fs.StringVar(&cfg.APIURL, "api-url", "", "pubsub: HTTP API publish endpoint (default http://<URL's host>/api/publish)")
 	fs.StringVar(&cfg.APIKey, "api-key", "", "pubsub: HTTP API key, sent as X-API-Key")
+	fs.IntVar(&cfg.PublishWindow, "publish-window", 0, "pubsub: most publish commands awaiting their reply (default 32); the API publisher sends one request at a time")
 	fs.Float64Var(&cfg.Deliveries, "deliveries", 0, "pubsub: offered deliveries/s (publications/s × subscribers): the rate of -measure rate (default 50000), the first step of max (default 10000)")
 	fs.Float64Var(&cfg.Growth, "growth", 0, "pubsub max: rate factor between steps until one fails, then bisect (default 2)")
 	fs.Float64Var(&cfg.Precision, "precision", 0, "pubsub max: stop when the lowest failing rate is within this fraction above the best passing one (default 0.1)")

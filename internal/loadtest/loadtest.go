@@ -114,6 +114,12 @@ type Config struct {
 	APIURL string
 	// APIKey, when set, is sent in the X-API-Key header of API requests.
 	APIKey string
+	// PublishWindow is the most publish commands a client publisher keeps
+	// waiting for their replies; more wait (the publisher falls behind
+	// rather than flood a server that queues commands), at most
+	// DialTimeout for a reply. Defaults to 32. The API publisher always
+	// waits for each answer.
+	PublishWindow int
 	// Deliveries is the offered rate in deliveries per second (publications
 	// per second × subscribers): the fixed rate of MeasureRate (default
 	// 50,000) and the first step of MeasureMax (default 10,000).
@@ -139,7 +145,8 @@ type Config struct {
 	// PID of the server process: its RSS (idle, slow) and CPU time (echo,
 	// slow) are read from /proc. 0 skips it.
 	PID int
-	// DialTimeout bounds each dial and opening handshake.
+	// DialTimeout bounds each dial and opening handshake (pubsub: also the
+	// connect and subscribe replies, and the wait for a publish reply).
 	DialTimeout time.Duration
 	// Progress, when set, receives a live status line every second
 	// (carriage-return terminated, for a terminal).

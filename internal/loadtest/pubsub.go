@@ -79,6 +79,9 @@ func (c *Config) pubsubDefaults() {
 	if c.MaxLag <= 0 {
 		c.MaxLag = time.Second
 	}
+	if c.PublishWindow <= 0 {
+		c.PublishWindow = 32
+	}
 }
 
 func (c *Config) validatePubSub() error {
@@ -122,8 +125,11 @@ type PubSubReport struct {
 	Steps []PubSubStep `json:"steps,omitempty"`
 	// Late counts publications that arrived after their step had ended.
 	Late uint64 `json:"late,omitempty"`
-	// Reconnected counts subscribers reconnected after a failed step.
-	Reconnected uint64 `json:"reconnected,omitempty"`
+	// Reconnected counts subscribers reconnected after a failed step, and
+	// PublisherReconnected client publishers (a server may disconnect one
+	// that publishes faster than it allows).
+	Reconnected          uint64 `json:"reconnected,omitempty"`
+	PublisherReconnected uint64 `json:"publisher_reconnected,omitempty"`
 }
 
 // PubSubStep is one rate tried: publications at a fixed rate for a while,
@@ -196,6 +202,7 @@ type pubsubRun struct {
 	delivered  atomic.Uint64 // first copies in the current step, for the drain
 	subscribed atomic.Int64  // subscribers whose subscribe was answered and that are still open
 	subs       []*subscriber
+	pub        *publisher // nil until connected
 	nextSeq    uint32
 }
 
@@ -469,6 +476,9 @@ type publisher struct {
 	conn   *wsgate.Conn
 	nextID uint32
 	failed atomic.Uint64 // publishes refused or failed
+	// window holds a token per publish command awaiting its reply: a
+	// client publisher keeps at most PublishWindow of them in flight.
+	window chan struct{}
 
 	mu        sync.Mutex // orders onMessage with connect
 	ready     chan error
@@ -481,7 +491,10 @@ type publisher struct {
 // newPublisher connects the publisher (client mode) or prepares the HTTP
 // client (API mode).
 func (r *pubsubRun) newPublisher(ctx context.Context) (*publisher, error) {
-	p := &publisher{run: r, buf: newPubData(r.cfg.Size), nextID: firstPublishID, ready: make(chan error, 1)}
+	p := &publisher{
+		run: r, buf: newPubData(r.cfg.Size), nextID: firstPublishID, ready: make(chan error, 1),
+		window: make(chan struct{}, r.cfg.PublishWindow),
+	}
 	if r.cfg.Publish == PublishAPI {
 		p.api = newAPIPublisher(r.cfg, r.d)
 		return p, nil
@@ -559,6 +572,10 @@ func (p *publisher) onMessage(c *wsgate.Conn, _ wsgate.MessageType, data []byte)
 			p.pong = l.pong
 			p.signalLocked(nil)
 		case l.kind == replyResult && l.id >= firstPublishID:
+			select {
+			case <-p.window:
+			default:
+			}
 			if l.err != nil {
 				p.failed.Add(1)
 				r.errs.add("publish: "+protoError(l.err), nil)
@@ -590,6 +607,26 @@ func (p *publisher) publish(ctx context.Context, seq uint32) error {
 			return err
 		}
 		return nil
+	}
+	select {
+	case p.window <- struct{}{}:
+	default:
+		// The window is full: wait for a reply, but not forever.
+		t := time.NewTimer(p.run.cfg.DialTimeout)
+		defer t.Stop()
+		select {
+		case p.window <- struct{}{}:
+		case <-p.conn.Done():
+			p.failed.Add(1)
+			return p.conn.Err()
+		case <-t.C:
+			p.failed.Add(1)
+			err := fmt.Errorf("%d publishes unanswered for %v", cap(p.window), p.run.cfg.DialTimeout)
+			p.run.errs.add("publish: no reply", err)
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	cmd := publishCommand(p.nextID, p.run.cfg.Channel, p.buf)
 	p.nextID++
@@ -647,11 +684,16 @@ func (p *publisher) close() {
 
 // step publishes at offered deliveries per second for d, waits for the
 // deliveries to drain and returns what happened.
-func (r *pubsubRun) step(ctx context.Context, p *publisher, offered float64, d time.Duration, srv *procWatch) PubSubStep {
+func (r *pubsubRun) step(ctx context.Context, offered float64, d time.Duration, srv *procWatch) PubSubStep {
 	alive := r.aliveSubs()
 	st := PubSubStep{OfferedPerSec: offered, Subscribers: len(alive)}
-	if len(alive) == 0 {
+	p := r.pub
+	switch {
+	case len(alive) == 0:
 		st.Failure = "no subscriber left"
+		return st
+	case p == nil:
+		st.Failure = "no publisher"
 		return st
 	}
 	pubRate := offered / float64(len(alive))
@@ -709,6 +751,13 @@ func (r *pubsubRun) step(ctx context.Context, p *publisher, offered float64, d t
 	}
 	st.Latency = summarize(lat.merged())
 	st.Failure = r.judge(ctx, &st, n)
+	if p.conn != nil {
+		select {
+		case <-p.conn.Done():
+			st.Failure = "the publisher was disconnected (" + closeErrorKind(p.conn.Err()) + ")"
+		default:
+		}
+	}
 	st.Pass = st.Failure == ""
 	if pubWindow > 1.1*float64(n)/pubRate+0.1 {
 		// More than 10 % (and 100 ms) late.
@@ -787,17 +836,46 @@ func (r *pubsubRun) repair(ctx context.Context, rep *PubSubReport) {
 	}
 }
 
+// ensurePublisher connects the publisher, or reconnects a client publisher
+// the server disconnected; it reports whether there is one.
+func (r *pubsubRun) ensurePublisher(ctx context.Context, rep *PubSubReport) bool {
+	if p := r.pub; p != nil {
+		if p.api != nil {
+			return true
+		}
+		select {
+		case <-p.conn.Done():
+			p.close()
+			r.pub = nil
+			rep.PublisherReconnected++
+		default:
+			return true
+		}
+	}
+	p, err := r.newPublisher(ctx)
+	if err != nil {
+		var se *setupError
+		if errors.As(err, &se) {
+			r.errs.add(se.kind, err)
+		}
+		return false
+	}
+	r.pub = p
+	return true
+}
+
 // search runs the steps of MeasureMax and returns the index of the best
 // passing step, or -1.
-func (r *pubsubRun) search(ctx context.Context, p *publisher, srv *procWatch, rep *PubSubReport, progress *atomic.Pointer[string]) int {
+func (r *pubsubRun) search(ctx context.Context, srv *procWatch, rep *PubSubReport, progress *atomic.Pointer[string]) int {
 	return searchMax(ctx, r.cfg, rep, func(i int, rate float64) PubSubStep {
 		if i > 0 {
 			sleepCtx(ctx, stepPause)
 		}
 		r.repair(ctx, rep)
+		r.ensurePublisher(ctx, rep)
 		msg := fmt.Sprintf("pubsub max  step %d: %s deliveries/s offered", i+1, group(uint64(rate)))
 		progress.Store(&msg)
-		return r.step(ctx, p, rate, r.cfg.Duration, srv)
+		return r.step(ctx, rate, r.cfg.Duration, srv)
 	})
 }
 
@@ -876,40 +954,34 @@ func runPubSub(ctx context.Context, cfg *Config, rep *Report) error {
 	}
 	r.openAll(ctx, r.subs, 0)
 	defer r.closeSubs()
-	p, perr := r.newPublisher(ctx)
-	if perr != nil {
-		var se *setupError
-		if errors.As(perr, &se) {
-			r.errs.add(se.kind, perr)
-		}
-	}
 
 	srv := watchProc(cfg.PID)
-	if p != nil && ctx.Err() == nil && r.subscribed.Load() > 0 {
+	if r.ensurePublisher(ctx, ps) && ctx.Err() == nil && r.subscribed.Load() > 0 {
 		if cfg.Warmup > 0 {
 			msg := "pubsub warmup"
 			status.Store(&msg)
-			st := r.step(ctx, p, cfg.Deliveries, cfg.Warmup, srv)
+			st := r.step(ctx, cfg.Deliveries, cfg.Warmup, srv)
 			st.Warmup = true
 			ps.Steps = append(ps.Steps, st)
 			sleepCtx(ctx, stepPause)
 		}
 		switch cfg.Measure {
 		case MeasureMax:
-			ps.Best = r.search(ctx, p, srv, ps, &status)
+			ps.Best = r.search(ctx, srv, ps, &status)
 		case MeasureRate:
 			r.repair(ctx, ps)
+			r.ensurePublisher(ctx, ps)
 			msg := "pubsub rate"
 			status.Store(&msg)
-			st := r.step(ctx, p, cfg.Deliveries, cfg.Duration, srv)
+			st := r.step(ctx, cfg.Deliveries, cfg.Duration, srv)
 			ps.Steps = append(ps.Steps, st)
 			ps.Best = len(ps.Steps) - 1
 		}
 	}
 	srvStats, srvErr := srv.finish(false)
-	if p != nil {
-		r.closing.Store(true)
-		p.close()
+	r.closing.Store(true)
+	if r.pub != nil {
+		r.pub.close()
 	}
 	for _, s := range r.subs {
 		s.mu.Lock()

@@ -27,13 +27,14 @@ type hubOptions struct {
 	apiKey    string // required X-API-Key of /api/publish ("" accepts any)
 	coalesce  bool   // send publications 3 to a frame (the rest after 200 ms), with a ping
 	noPublish bool   // refuse client publishes with 103 permission denied
+	noReply   bool   // publish without ever answering the publisher
 	// Faults applied to the first subscriber only, on publication index
 	// faultAt (counted from the server's start).
 	lose, duplicate, reorder bool
 	faultAt                  int
-	// loseAbove drops publications beyond this many per 100 ms (0: none),
-	// a server that cannot keep up above a rate.
-	loseAbove int
+	// publishLimit disconnects a client with 3013 "too many requests" when
+	// it sends more publish commands than this (0: no limit).
+	publishLimit int
 }
 
 // testHub is a small server speaking the subset of Centrifugo's client
@@ -44,15 +45,14 @@ type testHub struct {
 	url   string
 	pongs atomic.Int64
 
-	mu       sync.Mutex
-	subs     []*wsgate.Conn
-	pending  [][]byte
-	timer    *time.Timer
-	pubs     int
-	held     []byte // reorder: the publication held back for the first subscriber
-	window   time.Time
-	inWindow int
-	clientID int
+	mu        sync.Mutex
+	subs      []*wsgate.Conn
+	pending   [][]byte
+	timer     *time.Timer
+	pubs      int
+	held      []byte // reorder: the publication held back for the first subscriber
+	clientID  int
+	published map[*wsgate.Conn]int // publish commands per connection
 }
 
 func newTestHub(t *testing.T, opts hubOptions) *testHub {
@@ -128,12 +128,25 @@ func (h *testHub) handle(c *wsgate.Conn, cmd *protocol.Command) {
 		h.mu.Unlock()
 		reply(c, &protocol.Reply{Id: cmd.Id, Subscribe: &protocol.SubscribeResult{}})
 	case cmd.Publish != nil:
+		h.mu.Lock()
+		if h.published == nil {
+			h.published = map[*wsgate.Conn]int{}
+		}
+		h.published[c]++
+		flood := h.opts.publishLimit > 0 && h.published[c] > h.opts.publishLimit
+		h.mu.Unlock()
+		if flood {
+			c.CloseWithStatus(3013, "too many requests")
+			return
+		}
 		if h.opts.noPublish {
 			reply(c, &protocol.Reply{Id: cmd.Id, Error: &protocol.Error{Code: 103, Message: "permission denied"}})
 			return
 		}
 		h.broadcast(cmd.Publish.Channel, cmd.Publish.Data)
-		reply(c, &protocol.Reply{Id: cmd.Id, Publish: &protocol.PublishResult{}})
+		if !h.opts.noReply {
+			reply(c, &protocol.Reply{Id: cmd.Id, Publish: &protocol.PublishResult{}})
+		}
 	default:
 		reply(c, &protocol.Reply{Id: cmd.Id, Error: &protocol.Error{Code: 104, Message: "method not found"}})
 	}
@@ -168,15 +181,6 @@ func (h *testHub) broadcast(channel string, data []byte) {
 	defer h.mu.Unlock()
 	idx := h.pubs
 	h.pubs++
-	if n := h.opts.loseAbove; n > 0 {
-		if now := time.Now(); now.Sub(h.window) > 100*time.Millisecond {
-			h.window, h.inWindow = now, 0
-		}
-		h.inWindow++
-		if h.inWindow > n {
-			return
-		}
-	}
 	if !h.opts.coalesce {
 		for i, c := range h.subs {
 			h.send(c, i == 0, idx, push)
@@ -353,6 +357,43 @@ func TestPubSubMax(t *testing.T) {
 	}
 }
 
+// TestPubSubPublisherReconnected: a server that disconnects a publisher
+// sending too many publications fails the step; the search reconnects the
+// publisher and goes on below.
+func TestPubSubPublisherReconnected(t *testing.T) {
+	h := newTestHub(t, hubOptions{publishLimit: 60})
+	cfg := pubsubCfg(h.url, MeasureMax)
+	cfg.N, cfg.Deliveries, cfg.MaxSteps = 4, 800, 3 // 40, 80, 56 publications
+	rep := run(t, cfg)
+	ps := rep.PubSub
+	if len(ps.Steps) != 3 || ps.PublisherReconnected != 1 {
+		t.Fatalf("%d steps, publisher reconnected %d times: %+v", len(ps.Steps), ps.PublisherReconnected, ps.Steps)
+	}
+	if st := ps.Steps[1]; st.Pass || !strings.Contains(st.Failure, "publisher was disconnected (closed by server: 3013)") {
+		t.Errorf("step 2: %+v", st)
+	}
+	if ps.Best < 0 || !ps.Steps[2].Pass {
+		t.Errorf("no passing step after the reconnect: %+v", ps.Steps)
+	}
+}
+
+// TestPubSubPublishWindow: a client publisher keeps at most PublishWindow
+// publishes awaiting their reply, and gives up on a server that never
+// answers.
+func TestPubSubPublishWindow(t *testing.T) {
+	h := newTestHub(t, hubOptions{noReply: true})
+	cfg := pubsubCfg(h.url, MeasureRate)
+	cfg.PublishWindow, cfg.DialTimeout = 4, 300*time.Millisecond
+	rep := run(t, cfg)
+	st := rep.PubSub.Steps[0]
+	if st.Publications != 4 || st.Delivered != 4*5 || st.Pass {
+		t.Errorf("step %+v, want 4 publications delivered, then a failure", st)
+	}
+	if !hasErrorLike(rep, "publish: no reply", "4 publishes unanswered") {
+		t.Errorf("errors %+v", rep.Errors)
+	}
+}
+
 // TestSearchMax drives the search with a fake server that keeps up to
 // 1,600 deliveries/s and loses above.
 func TestSearchMax(t *testing.T) {
@@ -473,6 +514,8 @@ func TestLineReader(t *testing.T) {
 	frame := strings.Join([]string{
 		`{"push":{"channel":"bench","pub":{"data":"wb0000000100000000000000ffabcd"}}}`,
 		`{"push":{"channel":"bench","pub":{"data":"wb0000000200000000000000ffabcd","offset":7}}}`,
+		`{"push":{"channel":"bench","pub":{"data":"wb0000000300000000000000ffabcd","info":{"user":"","client":"c"}}}}`,
+		`{"push":{"channel":"bench","pub":{"data":{"text":"not ours"}}}}`,
 		`{}`,
 		`{"id":1,"connect":{"client":"x","ping":25,"pong":true}}`,
 		`{"id":3,"error":{"code":103,"message":"permission denied"}}`,
@@ -501,9 +544,25 @@ func TestLineReader(t *testing.T) {
 		}
 		got = append(got, s)
 	}
-	want := []string{"1 bench 1 true", "1 bench 2 true", "2", "3 id=1 pong=true err=false", "3 id=3 pong=false err=true", "0"}
+	want := []string{"1 bench 1 true", "1 bench 2 true", "1 bench 3 true", "1 bench 0 false", "2", "3 id=1 pong=true err=false", "3 id=3 pong=false err=true", "0"}
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("got %q\nwant %q", got, want)
+	}
+	// The publications with our data take the fast path, whatever follows
+	// the data; anything else is decoded.
+	for i, line := range strings.Split(frame, "\n")[:4] {
+		if fast := fastPush([]byte(line), &l); fast != (i < 3) {
+			t.Errorf("line %d: fast path %v", i, fast)
+		}
+	}
+	for _, line := range []string{
+		`{"push":{"channel":"bench","pub":{"data":"a\"b"}}}`,
+		`{"push":{"channel":"be\"nch","pub":{"data":"ab"}}}`,
+		`{"push":{"channel":"bench","pub":{"data":"ab"x}}}`,
+	} {
+		if fastPush([]byte(line), &l) {
+			t.Errorf("fast path taken for %s", line)
+		}
 	}
 	lr.reset([]byte(`{"push":` + "\n"))
 	if err := lr.next(&l); !errors.Is(err, errMalformed) {

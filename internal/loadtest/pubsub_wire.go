@@ -105,18 +105,19 @@ type serverLine struct {
 	pong    bool // connect result: the server wants pongs
 }
 
-// pushPrefix and pushSuffix frame a publication push as Centrifugo and
-// the baselines encode it when it carries nothing but data:
-// {"push":{"channel":"C","pub":{"data":D}}}.
+// pushPrefix and pushMiddle frame a publication push as Centrifugo, wsgate's
+// hub and the baselines encode it, data first:
+// {"push":{"channel":"C","pub":{"data":D,…}}}, where … may be the
+// publisher's client info or an offset.
 var (
 	pushPrefix = []byte(`{"push":{"channel":"`)
-	pushMiddle = []byte(`","pub":{"data":`)
+	pushMiddle = []byte(`","pub":{"data":"`)
 	pushSuffix = []byte(`}}}`)
 )
 
 // lineReader walks the lines of a server frame. The common case, a
-// publication with nothing but data, is recognised without a full decode;
-// every other line goes through the protocol's JSON decoder.
+// publication whose data is our JSON string, is recognised without a full
+// decode; every other line goes through the protocol's JSON decoder.
 type lineReader struct {
 	rest []byte
 	dec  protocol.JSONReplyDecoder
@@ -146,8 +147,9 @@ func (lr *lineReader) next(l *serverLine) error {
 	return io.EOF
 }
 
-// fastPush recognises {"push":{"channel":"C","pub":{"data":D}}} where C
-// has no escapes and D is a string without escapes.
+// fastPush recognises a publication push whose channel and data are
+// strings without escapes and whose data comes first in the publication.
+// The fields after the data (client info, offset) are skipped unread.
 func fastPush(line []byte, l *serverLine) bool {
 	if !bytes.HasPrefix(line, pushPrefix) || !bytes.HasSuffix(line, pushSuffix) {
 		return false
@@ -157,13 +159,17 @@ func fastPush(line []byte, l *serverLine) bool {
 	if i < 0 {
 		return false
 	}
-	ch, data := rest[:i], rest[i+len(pushMiddle):]
-	if bytes.IndexByte(ch, '\\') >= 0 || bytes.IndexByte(ch, '"') >= 0 ||
-		len(data) < 2 || data[0] != '"' || data[len(data)-1] != '"' ||
-		bytes.IndexByte(data[1:len(data)-1], '"') >= 0 || bytes.IndexByte(data, '\\') >= 0 {
+	ch := rest[:i]
+	str := rest[i+len(pushMiddle):] // the data string's contents, then the rest
+	end := bytes.IndexByte(str, '"')
+	if end < 0 || bytes.IndexByte(ch, '\\') >= 0 || bytes.IndexByte(ch, '"') >= 0 || bytes.IndexByte(str[:end], '\\') >= 0 {
 		return false
 	}
-	l.kind, l.channel, l.data = replyPublication, ch, data
+	if after := str[end+1:]; len(after) > 0 && after[0] != ',' {
+		return false
+	}
+	start := i + len(pushMiddle) - 1 // the data's opening quote
+	l.kind, l.channel, l.data = replyPublication, ch, rest[start:start+end+2]
 	return true
 }
 

@@ -409,7 +409,8 @@ func (r *Report) writePubSub(row func(name, format string, args ...any)) {
 	if r.PerServerCPUSec > 0 {
 		row("efficiency", "%s deliveries per second of server CPU", group(uint64(r.PerServerCPUSec+0.5)))
 	}
-	if ps.Late > 0 || ps.Reconnected > 0 {
-		row("", "%s publications arrived after their step; %s subscribers reconnected after failed steps", group(ps.Late), group(ps.Reconnected))
+	if ps.Late > 0 || ps.Reconnected > 0 || ps.PublisherReconnected > 0 {
+		row("", "%s publications arrived after their step; %s subscribers and %s publishers reconnected after failed steps",
+			group(ps.Late), group(ps.Reconnected), group(ps.PublisherReconnected))
 	}
 }
