@@ -34,9 +34,11 @@
 #   $WSGATE_BIN $WSGATE_ARGS
 # WSGATE_BIN defaults to a build of ./cmd/wsgate; WSGATE_ADDR (127.0.0.1:9010)
 # is where it listens; WSGATE_ARGS defaults to
-#   -addr $WSGATE_ADDR -heartbeat=0 -ping-interval=0 -max-conns=0
-#   -log-level=warn -allow-anonymous -allow-publish -api-key $API_KEY
-# API_KEY (bench) is the HTTP API key every server is given.
+#   -addr $WSGATE_ADDR -config bench/wsgate-pubsub.json -api-key $API_KEY
+#   -heartbeat=0 -ping-interval=0 -max-conns=0 -log-level=warn
+# where the config file grants what Centrifugo's (bench/centrifugo/config.json)
+# does: anonymous connect, subscribe and client publish on channels without
+# a namespace. API_KEY (bench) is the HTTP API key every server is given.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -88,7 +90,7 @@ while [ $# -gt 0 ]; do
 	esac
 	shift
 done
-DEFAULT_WSGATE_ARGS="-addr $WSGATE_ADDR -heartbeat=0 -ping-interval=0 -max-conns=0 -log-level=warn -allow-anonymous -allow-publish -api-key $API_KEY"
+DEFAULT_WSGATE_ARGS="-addr $WSGATE_ADDR -config $ROOT/bench/wsgate-pubsub.json -api-key $API_KEY -heartbeat=0 -ping-interval=0 -max-conns=0 -log-level=warn"
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -157,10 +159,14 @@ if [ -z "$WSGATE_ARGS" ]; then
 	WSGATE_ARGS=$DEFAULT_WSGATE_ARGS
 	case " $SERVERS " in
 	*" wsgate "*)
-		if ! "$WSGATE_BIN" -h 2>&1 | grep -q -- '-allow-anonymous'; then
+		help=$("$WSGATE_BIN" -h 2>&1 || true)
+		case "$help" in
+		*-allow-anonymous*) ;;
+		*)
 			log "wsgate: this build has no hub (no -allow-anonymous flag): skipped"
 			SERVERS=$(echo " $SERVERS " | sed 's/ wsgate / /')
-		fi
+			;;
+		esac
 		;;
 	esac
 fi
@@ -181,7 +187,7 @@ start_server() { # name
 	addr=$(addr_of "$name")
 	port=${addr##*:}
 	case "$name" in
-	centrifugo) cmd=("$TMP/centrifugo" --config "$ROOT/bench/centrifugo/config.json") ;;
+	centrifugo) cmd=(env CENTRIFUGO_HTTP_API_KEY="$API_KEY" "$TMP/centrifugo" --config "$ROOT/bench/centrifugo/config.json") ;;
 	wsgate) read -r -a cmd <<<"$WSGATE_BIN $WSGATE_ARGS" ;;
 	*) cmd=("$TMP/$name" -addr "$addr" -api-key "$API_KEY") ;;
 	esac
