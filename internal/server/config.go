@@ -189,6 +189,42 @@ type Config struct {
 	// API is served at /api/ on Addr.
 	APIAddr string
 
+	// Operations: metrics, the admin address and page, profiling, TLS
+	// (docs/operations.md).
+
+	// DisableMetrics turns /metrics off. Metrics are on by default: they
+	// are read at scrape time, so they cost nothing per message. /metrics
+	// is served on AdminAddr when it is set, else on Addr.
+	DisableMetrics bool
+
+	// AdminAddr, when set, is a TCP address (host:port) of a second
+	// listener for operators: /metrics, /admin (with Admin), /debug/pprof/
+	// (with Pprof), /healthz and /readyz. Without a host (":9090") it
+	// listens on 127.0.0.1 only. Empty: no admin listener.
+	AdminAddr string
+
+	// Admin serves the admin dashboard at /admin/ on AdminAddr, behind
+	// AdminPassword. Off by default; it needs both.
+	Admin bool
+
+	// AdminPassword protects /admin: browsers ask for it (HTTP Basic
+	// authentication, any user name), scripts may send "Authorization:
+	// Bearer PASSWORD". At least MinAdminPasswordLen characters. A secret:
+	// it never appears in logs.
+	AdminPassword string
+
+	// Pprof serves Go's profiler at /debug/pprof/ on AdminAddr (and never
+	// on Addr). Off by default.
+	Pprof bool
+
+	// TLSCertFile and TLSKeyFile, set together, serve every listener
+	// (Addr, APIAddr, AdminAddr) over TLS: wss:// and https://, TLS 1.2 or
+	// later. The files are PEM (the certificate file may hold the chain);
+	// they are read again on ReloadTLS (SIGHUP in Run) and when they
+	// change, without touching established connections.
+	TLSCertFile string
+	TLSKeyFile  string
+
 	// Broker carries publications between the hub and, in a cluster, the
 	// other nodes, and keeps channel history. Defaults to a broker.Memory
 	// (one node). When it implements broker.HealthChecker, /readyz
@@ -344,6 +380,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Channels == nil {
 		c.Channels = DefaultChannels(ChannelDefaults{}, c.AllowAnonymous)
 	}
+	if host, port, err := net.SplitHostPort(c.AdminAddr); err == nil && host == "" {
+		c.AdminAddr = net.JoinHostPort("127.0.0.1", port) // loopback unless told otherwise
+	}
 	var errs []error
 	bad := func(field string, value any, reason string) {
 		errs = append(errs, &FieldError{Field: field, Value: value, Reason: reason})
@@ -409,6 +448,7 @@ func (c Config) withDefaults() (Config, error) {
 			bad("APIAddr", c.APIAddr, "is the main address; leave it empty to serve the API there")
 		}
 	}
+	errs = append(errs, c.validateOps()...)
 	errs = append(errs, validateChannels(c.Channels)...)
 	if err := errors.Join(errs...); err != nil {
 		return c, fmt.Errorf("server: invalid config: %w", err)

@@ -33,7 +33,7 @@ type hubEndpoints struct {
 func (s *Server) hubConfig() hub.Config {
 	c := s.cfg
 	hc := hub.Config{
-		Broker:         s.broker,
+		Broker:         s.countBroker(s.broker),
 		Channels:       *c.Channels,
 		AllowAnonymous: c.AllowAnonymous,
 		// One keepalive setting for every client: on /ws it is a
@@ -116,7 +116,7 @@ func (s *Server) handleAPI(w http.ResponseWriter, r *http.Request) {
 		plain(w, http.StatusServiceUnavailable, "not serving yet")
 		return
 	}
-	hp.api.ServeHTTP(w, r)
+	s.countAPI(w, r, hp.api)
 }
 
 // brokerHealthy asks the broker, when it can tell, whether it can publish
@@ -155,7 +155,7 @@ func (s *Server) logHub() {
 	}
 	api := apiPath + " on the main address"
 	if p := s.apiBound.Load(); p != nil {
-		api = "http://" + *p + apiPath
+		api = s.scheme() + "://" + *p + apiPath
 	}
 	namespaces := make([]string, 0, len(c.Channels.Namespaces))
 	for _, ns := range c.Channels.Namespaces {

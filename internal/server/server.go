@@ -33,6 +33,7 @@ import (
 	"github.com/wsgate/wsgate"
 	"github.com/wsgate/wsgate/auth"
 	"github.com/wsgate/wsgate/broker"
+	"github.com/wsgate/wsgate/internal/metrics"
 	"github.com/wsgate/wsgate/web"
 )
 
@@ -68,6 +69,20 @@ type Server struct {
 	apiBound atomic.Pointer[string] // the API listener's address, once listening
 	brokerUp atomic.Bool            // the broker's health as /readyz last saw it
 
+	// Operations: metrics.go, admin.go, tls.go.
+	metrics    *metrics.Metrics        // nil with Config.DisableMetrics
+	admin      *admin                  // nil without Config.Admin
+	certs      *certStore              // nil without TLS
+	brokerN    *metrics.BrokerCounters // set by startHub when tracking
+	figures    figures
+	adminHS    *http.Server // the admin address's server; nil without Config.AdminAddr
+	adminHTTP  *httpConns
+	adminHosts atomic.Pointer[hostPolicy]
+	adminBound atomic.Pointer[string] // the admin listener's address, once listening
+	tlsWatch   time.Duration          // how often the TLS files are checked
+	bgStop     chan struct{}          // closed by Shutdown to stop the goroutines below
+	bgDone     sync.WaitGroup         // the TLS watcher and the admin sampler
+
 	mu       sync.Mutex
 	conns    map[*wsgate.Conn]connInfo // upgraded and registered connections
 	early    map[*wsgate.Conn]error    // connections that ended before they were registered
@@ -76,6 +91,7 @@ type Server struct {
 	drained  chan struct{}             // closed when draining and active == 0
 	hbStop   chan struct{}             // closed to stop the heartbeat goroutine; nil if not started
 	serving  bool                      // Serve was called
+	closed   closedTotals              // counters of the closed connections, for /metrics
 
 	hbDone       sync.WaitGroup
 	shutdownDone chan struct{} // closed when the first Shutdown returns
@@ -88,6 +104,7 @@ type connInfo struct {
 	id    uint64
 	start int64 // Unix nanoseconds
 	hub   bool  // a hub connection: no heartbeats, the hub closes it
+	rtt   int64 // the last ping round trip /metrics counted, in ns
 }
 
 // path returns the connection's endpoint.
@@ -152,6 +169,9 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.root = s.checkHost(&s.hosts, s.mux)
 	s.hs = s.newHTTPServer(s.root, s.http)
+	if err := s.initOps(); err != nil {
+		return nil, err
+	}
 
 	if cfg.APIAddr != "" {
 		s.apiHosts.Store(hostPolicyFor(nil, cfg.APIAddr))
@@ -194,6 +214,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("server: listen: %w", err)
 	}
+	stop := s.reloadOnSIGHUP()
+	defer stop()
 	return s.Serve(ctx, ln)
 }
 
@@ -243,13 +265,28 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.apiBound.Store(&addr)
 		s.apiHosts.Store(hostPolicyFor(nil, addr))
 	}
+	adminLn, aerr := s.listenAdmin(ctx)
+	if aerr != nil {
+		ln.Close()
+		if apiLn != nil {
+			apiLn.Close()
+		}
+		s.stopHub()
+		return aerr
+	}
+	ln, apiLn, adminLn = s.wrapTLS(ln), s.wrapTLS(apiLn), s.wrapTLS(adminLn)
+	s.startBackground()
 	s.logStartup(ln.Addr())
 	servers := 1
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- s.hs.Serve(ln) }()
 	if apiLn != nil {
 		servers++
 		go func() { errc <- s.apiHS.Serve(apiLn) }()
+	}
+	if adminLn != nil {
+		servers++
+		go func() { errc <- s.adminHS.Serve(adminLn) }()
 	}
 
 	var err error
@@ -335,13 +372,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.apiHTTP != nil {
 		s.apiHTTP.drain(time.Now().Add(grace))
 	}
+	if s.adminHTTP != nil {
+		s.adminHTTP.drain(time.Now().Add(grace))
+	}
 
 	// The listeners first, so that no API call is cut off by the hub
 	// closing under it; then the hub.
 	var errs []error
 	var errMu sync.Mutex
 	var wg sync.WaitGroup
-	for _, hs := range []*http.Server{s.hs, s.apiHS} {
+	for _, hs := range []*http.Server{s.hs, s.apiHS, s.adminHS} {
 		if hs == nil {
 			continue
 		}
@@ -392,6 +432,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		cancel()
 	}
 	s.hbDone.Wait()
+	s.stopBackground()
 	s.shutdownErr = errors.Join(errs...)
 	s.log.Info("shutdown complete", "duration", time.Since(start), "err", s.shutdownErr)
 	close(s.shutdownDone)
@@ -456,6 +497,11 @@ func (s *Server) logStartup(addr net.Addr) {
 		"ping_interval", c.PingInterval,
 		"ping_timeout", c.PingTimeout,
 		"compression", c.Compression,
+		"tls", s.certs != nil,
+		"metrics", s.metricsWhere(),
+		"admin_addr", s.adminAddrString(),
+		"admin", c.Admin,
+		"pprof", c.Pprof,
 	)
 	s.logHub()
 	s.log.Info("host check", "allowed_hosts", hosts.patterns(), "policy", hosts.source)

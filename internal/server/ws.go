@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wsgate/wsgate"
+	"github.com/wsgate/wsgate/internal/metrics"
 )
 
 var heartbeatMsg = []byte(HeartbeatMessage)
@@ -32,7 +33,8 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 // admit takes a connection slot for a WebSocket request to r's endpoint,
 // or answers 503 and reports false.
 func (s *Server) admit(w http.ResponseWriter, r *http.Request, hub bool) (connInfo, bool) {
-	if msg := s.reserve(); msg != "" {
+	if msg, reason := s.reserve(); msg != "" {
+		s.metrics.HandshakeFailed(endpointNames[connInfo{hub: hub}.endpoint()], reason)
 		s.log.Warn("ws refused", "status", http.StatusServiceUnavailable, "reason", msg,
 			"path", r.URL.Path, "remote", r.RemoteAddr, "max_conns", s.cfg.MaxConns)
 		w.Header().Set("Retry-After", "1")
@@ -47,6 +49,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, hub bool) (connIn
 func (s *Server) upgraded(r *http.Request, info connInfo, c *wsgate.Conn, err error) {
 	if err != nil {
 		s.release()
+		s.metrics.HandshakeFailed(endpointNames[info.endpoint()], handshakeReason(err))
 		if errors.Is(err, wsgate.ErrOriginNotAllowed) {
 			s.log.Warn("ws origin rejected", "status", http.StatusForbidden,
 				"origin", r.Header.Get("Origin"), "host", r.Host, "path", info.path(), "remote", r.RemoteAddr)
@@ -62,22 +65,24 @@ func (s *Server) upgraded(r *http.Request, info connInfo, c *wsgate.Conn, err er
 	if s.log.Enabled(context.Background(), slog.LevelDebug) {
 		s.log.Debug("ws open", "id", info.id, "path", info.path(), "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"))
 	}
+	s.metrics.ConnOpened(endpointNames[info.endpoint()])
 	s.register(info, c)
 }
 
 // reserve takes a connection slot. It returns "" on success, else the
-// reason to refuse the request with 503.
-func (s *Server) reserve() string {
+// message to refuse the request with 503 and the reason for
+// wsgate_handshake_failures_total.
+func (s *Server) reserve() (msg, reason string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
 	case s.draining:
-		return "server shutting down"
+		return "server shutting down", metrics.ReasonShuttingDown
 	case s.cfg.MaxConns > 0 && s.active >= s.cfg.MaxConns:
-		return "too many connections, try again later"
+		return "too many connections, try again later", metrics.ReasonLimit
 	}
 	s.active++
-	return ""
+	return "", ""
 }
 
 // release gives a slot back and wakes Shutdown when the last one is gone.
@@ -98,6 +103,14 @@ func (s *Server) register(info connInfo, c *wsgate.Conn) {
 	if err, ended := s.early[c]; ended {
 		delete(s.early, c)
 		s.mu.Unlock()
+		if s.tracking() {
+			// Never in the registry, so never in the sums of the open
+			// connections: it may join the totals a moment later.
+			st := c.Stats()
+			s.mu.Lock()
+			s.noteClosedLocked(info, st, err)
+			s.mu.Unlock()
+		}
 		s.logClose(info, c, err)
 		s.release()
 		return
@@ -120,10 +133,15 @@ func (s *Server) register(info connInfo, c *wsgate.Conn) {
 // may end before its handler has registered it; the handler then finds it
 // in early and logs the close itself.
 func (s *Server) onClose(c *wsgate.Conn, err error) {
+	var st wsgate.Stats
+	if s.tracking() {
+		st = c.Stats() // before s.mu: it takes the connection's lock
+	}
 	s.mu.Lock()
 	info, registered := s.conns[c]
 	if registered {
 		delete(s.conns, c)
+		s.noteClosedLocked(info, st, err)
 	} else {
 		s.early[c] = err
 	}
