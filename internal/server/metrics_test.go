@@ -20,10 +20,16 @@ import (
 // scrape fetches url and parses it with Prometheus' text parser.
 func scrape(t *testing.T, url string) families {
 	t.Helper()
+	return scrapeWith(t, http.DefaultClient, url)
+}
+
+// scrapeWith is scrape with a client of the test's.
+func scrapeWith(t *testing.T, client *http.Client, url string) families {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	res, err := http.DefaultClient.Do(req)
+	res, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("scrape %s: %v", url, err)
 	}
