@@ -35,6 +35,31 @@ type fileConfig struct {
 	Echo       echoSection       `yaml:"echo" json:"echo"`
 	Shutdown   shutdownSection   `yaml:"shutdown" json:"shutdown"`
 	Log        logSection        `yaml:"log" json:"log"`
+	Prometheus enabledSection    `yaml:"prometheus" json:"prometheus"`
+	Admin      adminSection      `yaml:"admin" json:"admin"`
+	Debug      enabledSection    `yaml:"debug" json:"debug"`
+}
+
+// enabledSection is a section with only an on/off switch: prometheus
+// (metrics, on by default) and debug (the profiler, off by default).
+type enabledSection struct {
+	Enabled *bool `yaml:"enabled" json:"enabled"`
+}
+
+// adminSection is the admin page: Centrifugo's admin.enabled and
+// admin.password.
+type adminSection struct {
+	Enabled  *bool   `yaml:"enabled" json:"enabled"`
+	Password *string `yaml:"password" json:"password" secret:"true"`
+}
+
+// tlsSection is Centrifugo's http_server.tls, with file paths only:
+// cert_pem and key_pem name PEM files (relative to the config file), which
+// the server reloads when they change.
+type tlsSection struct {
+	Enabled *bool   `yaml:"enabled" json:"enabled"`
+	CertPEM *string `yaml:"cert_pem" json:"cert_pem"`
+	KeyPEM  *string `yaml:"key_pem" json:"key_pem"`
 }
 
 type httpAPISection struct {
@@ -55,6 +80,11 @@ type httpServerSection struct {
 	IdleTimeout      *duration `yaml:"idle_timeout" json:"idle_timeout"`
 	MaxHeaderBytes   *int      `yaml:"max_header_bytes" json:"max_header_bytes"`
 	MaxConns         *int      `yaml:"max_conns" json:"max_conns"`
+	// InternalAddress and InternalPort are -admin-addr, Centrifugo's
+	// internal server. Port 0 (unset): no admin listener.
+	InternalAddress *string    `yaml:"internal_address" json:"internal_address"`
+	InternalPort    *int       `yaml:"internal_port" json:"internal_port"`
+	TLS             tlsSection `yaml:"tls" json:"tls"`
 }
 
 type clientSection struct {
@@ -512,6 +542,19 @@ func effectiveFileConfig(o options) (fileConfig, error) {
 		}
 	}
 	fc.HTTPAPI = httpAPISection{Key: &c.APIKey, Address: &apiHost, Port: &apiPort}
+	adminHost, adminPort := "", 0
+	if c.AdminAddr != "" {
+		if adminHost, adminPort, err = splitAddr(c.AdminAddr); err != nil {
+			return fileConfig{}, fmt.Errorf("admin address %q: %w", c.AdminAddr, err)
+		}
+	}
+	fc.HTTPServer.InternalAddress, fc.HTTPServer.InternalPort = &adminHost, &adminPort
+	tlsOn := c.TLSCertFile != ""
+	fc.HTTPServer.TLS = tlsSection{Enabled: &tlsOn, CertPEM: &c.TLSCertFile, KeyPEM: &c.TLSKeyFile}
+	metricsOn := !c.DisableMetrics
+	fc.Prometheus = enabledSection{Enabled: &metricsOn}
+	fc.Admin = adminSection{Enabled: &c.Admin, Password: &c.AdminPassword}
+	fc.Debug = enabledSection{Enabled: &c.Pprof}
 	ch := c.Channels
 	fc.Channel = channelSection{
 		WithoutNamespace:  channelOptionsFrom(ch.Default),

@@ -172,6 +172,29 @@ var settings = []setting{
 		value: func(fc *fileConfig, _ *cliFlags) flag.Value {
 			return boolFlag{&fc.Channel.WithoutNamespace.AllowPublishForSubscriber}
 		}},
+	{flag: "tls-cert", key: "http_server.tls.cert_pem", field: "TLSCertFile", typ: "file",
+		usage: "serve TLS (wss://, https://) on every listener with this PEM certificate `file` (and its chain), with -tls-key; reloaded on SIGHUP and when the file changes",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return stringPtrFlag{&fc.HTTPServer.TLS.CertPEM} }},
+	{flag: "tls-key", key: "http_server.tls.key_pem", field: "TLSKeyFile", typ: "file",
+		usage: "PEM private key `file` of -tls-cert",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return stringPtrFlag{&fc.HTTPServer.TLS.KeyPEM} }},
+	{flag: "metrics", key: "prometheus.enabled", field: "DisableMetrics", def: "true",
+		usage: "serve Prometheus metrics at /metrics, on -admin-addr when set, else on -addr; -metrics=false turns them off",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return boolFlag{&fc.Prometheus.Enabled} }},
+	{flag: "admin-addr", key: "http_server.internal_address, http_server.internal_port", field: "AdminAddr", typ: "address",
+		usage: "serve /metrics, /admin (-admin), /debug/pprof/ (-pprof), /healthz and /readyz on this TCP address (host:port; \":9090\" means 127.0.0.1:9090) for operators, and /metrics no longer on -addr",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value {
+			return &addrFlag{&fc.HTTPServer.InternalAddress, &fc.HTTPServer.InternalPort}
+		}},
+	{flag: "admin", key: "admin.enabled", field: "Admin", def: "false",
+		usage: "serve the admin dashboard at /admin on -admin-addr, behind -admin-password",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return boolFlag{&fc.Admin.Enabled} }},
+	{flag: "admin-password", key: "admin.password", field: "AdminPassword", typ: "secret",
+		usage: "`password` of the admin dashboard (at least 8 characters; HTTP Basic authentication, any user name); prefer the environment or the file, since a flag shows in ps",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return stringPtrFlag{&fc.Admin.Password} }},
+	{flag: "pprof", key: "debug.enabled", field: "Pprof", def: "false",
+		usage: "serve Go's profiler at /debug/pprof/ on -admin-addr (never on -addr)",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return boolFlag{&fc.Debug.Enabled} }},
 	{flag: "log-format", key: "log.format", typ: "format", def: "text",
 		usage: "log `format`: text or json",
 		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return stringPtrFlag{&fc.Log.Format} }},
@@ -310,6 +333,14 @@ func fileKeyName(s setting, fc *fileConfig) string {
 		host, port = fc.HTTPServer.Address, fc.HTTPServer.Port
 	case "api-addr":
 		host, port = fc.HTTPAPI.Address, fc.HTTPAPI.Port
+	case "admin-addr":
+		switch h, p := fc.HTTPServer.InternalAddress, fc.HTTPServer.InternalPort; {
+		case h != nil && p == nil:
+			return "http_server.internal_address"
+		case h == nil:
+			return "http_server.internal_port"
+		}
+		return s.key
 	default:
 		return s.key
 	}
@@ -418,6 +449,7 @@ func (o *options) apply(fc *fileConfig, sources map[string]source) error {
 		}
 	}
 	errs = append(errs, o.applyHub(fc, bad)...)
+	o.applyOps(fc, sources, bad)
 	// What the server itself checks (patterns, relations between
 	// settings), named the same way.
 	if _, err := c.Effective(); err != nil {
