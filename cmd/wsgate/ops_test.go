@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"math/big"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -207,5 +208,49 @@ func TestSIGHUPReloadsTheCertificate(t *testing.T) {
 	}
 	if !strings.Contains(p.stderr.String(), `"why":"reload requested"`) {
 		t.Errorf("no reload line in the log:\n%s", p.stderr)
+	}
+}
+
+// TestSystemdUnit checks docs/systemd/wsgate.service with systemd-analyze
+// verify (skipped where the tool is missing), with ExecStart pointed at
+// this test binary, and that the command line it runs parses, with the
+// example config file in place of /etc/wsgate/wsgate.yaml.
+func TestSystemdUnit(t *testing.T) {
+	unit, err := os.ReadFile("../../docs/systemd/wsgate.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var execStart string
+	for _, line := range strings.Split(string(unit), "\n") {
+		if v, ok := strings.CutPrefix(line, "ExecStart="); ok {
+			execStart = v
+		}
+	}
+	fields := strings.Fields(execStart)
+	if len(fields) < 2 || fields[0] != "/usr/local/bin/wsgate" {
+		t.Fatalf("ExecStart=%q", execStart)
+	}
+	args := fields[1:]
+	for i, a := range args {
+		if a == "/etc/wsgate/wsgate.yaml" {
+			args[i] = "../../docs/wsgate.example.yaml"
+		}
+	}
+	mustParse(t, args, env())
+
+	tool, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze not found: the unit file was not verified")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "wsgate.service")
+	os.WriteFile(path, []byte(strings.ReplaceAll(string(unit), "/usr/local/bin/wsgate", exe)), 0o644)
+	out, err := exec.Command(tool, "verify", "--man=no", path).CombinedOutput()
+	// verify exits 0 on unknown keys and bad values, which it only prints.
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }
