@@ -2,6 +2,8 @@ package loadtest
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -163,6 +165,8 @@ func parseArgs(args []string, stderr io.Writer) (Config, cliOptions, error) {
 	fs.IntVar(&cfg.SrcIPs, "src-ips", 0, "source addresses 127.0.0.2…: 0 = enough for < 24k conns each (connect: 4), -1 = none")
 	fs.IntVar(&cfg.PID, "pid", 0, "server PID: report its RSS and CPU from /proc")
 	fs.DurationVar(&cfg.DialTimeout, "dial-timeout", 0, "bound on each dial and handshake (default 10s)")
+	var tlsCA string
+	fs.StringVar(&tlsCA, "tls-ca", "", "wss:// URLs: trust the certificates in this PEM `file` (such as the server's self-signed one) instead of the system's roots")
 	fs.StringVar(&cfg.Label, "label", "", "name of the server under test, copied into the report")
 	fs.BoolVar(&opts.json, "json", false, "write the report as JSON on stdout (summary goes to stderr)")
 	fs.Float64Var(&opts.maxErrors, "max-errors", 0.001, "exit with status 1 when errors/operations exceeds this ratio")
@@ -202,6 +206,17 @@ func parseArgs(args []string, stderr io.Writer) (Config, cliOptions, error) {
 	cfg.Measure = Measure(*measure)
 	if cfg.Measure != "" && cfg.Mode != ModePubSub {
 		return cfg, opts, fmt.Errorf("-measure only works with pubsub")
+	}
+	if tlsCA != "" {
+		pem, err := os.ReadFile(tlsCA)
+		if err != nil {
+			return cfg, opts, fmt.Errorf("-tls-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return cfg, opts, fmt.Errorf("-tls-ca %s: no PEM certificate found", tlsCA)
+		}
+		cfg.TLSConfig = &tls.Config{RootCAs: pool}
 	}
 	if opts.maxErrors < 0 {
 		return cfg, opts, fmt.Errorf("-max-errors must be >= 0")

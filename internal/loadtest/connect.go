@@ -69,6 +69,7 @@ func runCycles(ctx context.Context, cfg *Config, rep *Report, spec cycleSpec) er
 	opts := wsgate.Options{
 		PingInterval:     -1,
 		NetDialContext:   d.dialContext,
+		TLSConfig:        cfg.TLSConfig,
 		HandshakeTimeout: cfg.DialTimeout,
 		CloseTimeout:     2 * time.Second,
 	}
@@ -80,6 +81,7 @@ func runCycles(ctx context.Context, cfg *Config, rep *Report, spec cycleSpec) er
 		OnMessage:        spec.anchorMessage,
 		PingInterval:     -1,
 		NetDialContext:   d.dialContext,
+		TLSConfig:        cfg.TLSConfig,
 		HandshakeTimeout: cfg.DialTimeout,
 	})
 	if err != nil {

@@ -272,6 +272,7 @@ func runEcho(ctx context.Context, cfg *Config, rep *Report) error {
 			OnClose:           cl.onClose,
 			PingInterval:      -1,
 			NetDialContext:    d.dialContext,
+			TLSConfig:         cfg.TLSConfig,
 			HandshakeTimeout:  cfg.DialTimeout,
 			SendQueueMessages: queue,
 			ReadLimit:         int64(max(cfg.Size*2, 1<<20)),
@@ -292,6 +293,7 @@ func runEcho(ctx context.Context, cfg *Config, rep *Report) error {
 				OnClose:          slow.onClose(r),
 				PingInterval:     -1,
 				NetDialContext:   d.dialContext,
+				TLSConfig:        cfg.TLSConfig,
 				HandshakeTimeout: cfg.DialTimeout,
 				// A full send queue refuses the write; the client never
 				// gives up on a server that stops reading it, so every

@@ -37,6 +37,7 @@ func runIdle(ctx context.Context, cfg *Config, rep *Report) error {
 		},
 		PingInterval:     -1,
 		NetDialContext:   d.dialContext,
+		TLSConfig:        cfg.TLSConfig,
 		HandshakeTimeout: cfg.DialTimeout,
 	}
 	if cfg.Progress != nil {

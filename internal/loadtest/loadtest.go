@@ -31,6 +31,7 @@ package loadtest
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -148,6 +149,9 @@ type Config struct {
 	// DialTimeout bounds each dial and opening handshake (pubsub: also the
 	// connect and subscribe replies, and the wait for a publish reply).
 	DialTimeout time.Duration
+	// TLSConfig is the client's TLS configuration for wss:// URLs; nil
+	// means the system's roots.
+	TLSConfig *tls.Config
 	// Progress, when set, receives a live status line every second
 	// (carriage-return terminated, for a terminal).
 	Progress io.Writer

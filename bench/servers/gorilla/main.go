@@ -31,8 +31,13 @@ func serveWS(w http.ResponseWriter, r *http.Request) {
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:9002", "listen address")
+	certFile := flag.String("tls-cert", "", "serve TLS (wss://) with this PEM certificate file, with -tls-key")
+	keyFile := flag.String("tls-key", "", "PEM key file of -tls-cert")
 	flag.Parse()
 	http.HandleFunc("/ws", serveWS)
 	log.Printf("gorilla: echo on ws://%s/ws", *addr)
+	if *certFile != "" {
+		log.Fatal(http.ListenAndServeTLS(*addr, *certFile, *keyFile, nil))
+	}
 	log.Fatal(http.ListenAndServe(*addr, nil))
 }

@@ -23,6 +23,8 @@ func (echo) OnMessage(c *gws.Conn, m *gws.Message) {
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:9003", "listen address")
+	certFile := flag.String("tls-cert", "", "serve TLS (wss://) with this PEM certificate file, with -tls-key")
+	keyFile := flag.String("tls-key", "", "PEM key file of -tls-cert")
 	flag.Parse()
 	up := gws.NewUpgrader(echo{}, &gws.ServerOption{
 		ParallelEnabled: false,
@@ -36,5 +38,8 @@ func main() {
 		go c.ReadLoop()
 	})
 	log.Printf("gws: echo on ws://%s/ws", *addr)
+	if *certFile != "" {
+		log.Fatal(http.ListenAndServeTLS(*addr, *certFile, *keyFile, nil))
+	}
 	log.Fatal(http.ListenAndServe(*addr, nil))
 }
