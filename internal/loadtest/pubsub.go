@@ -401,6 +401,7 @@ func (r *pubsubRun) open(ctx context.Context, s *subscriber) bool {
 		OnClose:          s.onClose,
 		PingInterval:     -1,
 		NetDialContext:   r.d.dialContext,
+		TLSConfig:        r.cfg.TLSConfig,
 		HandshakeTimeout: r.cfg.DialTimeout,
 		ReadLimit:        subReadLimit, // a coalesced frame may hold many publications
 	})
@@ -505,6 +506,7 @@ func (r *pubsubRun) newPublisher(ctx context.Context) (*publisher, error) {
 		OnClose:           p.onClose,
 		PingInterval:      -1,
 		NetDialContext:    r.d.dialContext,
+		TLSConfig:         r.cfg.TLSConfig,
 		HandshakeTimeout:  r.cfg.DialTimeout,
 		SendQueueMessages: pubQueueLen,
 		SendQueueBytes:    pubQueueLen * (r.cfg.Size + 64),
