@@ -162,8 +162,9 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("bad token closed with %d", ce.Code)
 	}
 
-	// The connection limit (3): echoC and sub are open, a third fits, a
-	// fourth is refused.
+	// The connection limit (3): once the refused one has gone, echoC and
+	// sub are open, a third fits, a fourth is refused.
+	waitFor(t, "the refused hub client to be gone", func() bool { return ts.ConnCount() == 2 })
 	third := dial(t, ts.wsURL(), &wsgate.Options{PingInterval: -1})
 	_, err := tryDial(t, ts.wsURL(), nil)
 	if st, _ := handshakeStatus(t, err); st != http.StatusServiceUnavailable {
