@@ -33,8 +33,7 @@ ulimit -n $(( (IDLE_N > 1000 ? IDLE_N : 1000) + 500 )) 2>/dev/null || true
 log "building into $TMP"
 go build -o "$TMP/wsgate-bench" ./cmd/wsgate-bench
 go build -o "$TMP/wsgate" ./cmd/wsgate
-go build -o "$TMP/gws" ./bench/servers/gws
-go build -o "$TMP/gorilla" ./bench/servers/gorilla
+(cd bench && go build -o "$TMP/gws" ./servers/gws && go build -o "$TMP/gorilla" ./servers/gorilla)
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
 	-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
 	-keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
