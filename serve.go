@@ -50,6 +50,22 @@ type Server struct {
 	// read; beyond it new connections get 503. Defaults to 1024.
 	MaxHandshakes int
 
+	// Admit, when set, is asked for every connection the event loops
+	// accept, before its first request is read: false refuses it at once
+	// with 503. Release is then called once, when the connection leaves
+	// that stage (upgraded, handed to HTTP, refused or timed out). Servers
+	// use them to count these connections with the HTTP ones.
+	Admit   func() bool
+	Release func()
+
+	// OnRefused, when set, is called when an upgrade that its UpgradeFunc
+	// accepted fails afterwards: the handshake itself is invalid (err
+	// wraps ErrBadHandshake), the origin is refused (ErrOriginNotAllowed),
+	// or the connection could not be served (ErrEngine, an I/O error).
+	// value is what the UpgradeFunc returned: give back what it took. It
+	// runs where the UpgradeFunc ran and must not block.
+	OnRefused func(r *http.Request, value any, err error)
+
 	mu       sync.Mutex
 	state    int // 0 new, 1 serving, 2 closed
 	ln       net.Listener
@@ -139,10 +155,19 @@ func (s *Server) serveSlow(w http.ResponseWriter, r *http.Request, inner http.Ha
 			refusal(err).write(w)
 			return
 		}
-		up.UpgradeWithValue(w, r, value)
+		if _, err := up.UpgradeWithValue(w, r, value); err != nil && s.OnRefused != nil {
+			s.OnRefused(r, value, err)
+		}
 		return
 	}
 	inner.ServeHTTP(w, r)
+}
+
+// refused tells the application that an accepted upgrade failed.
+func (s *Server) refused(r *http.Request, value any, err error) {
+	if s.OnRefused != nil {
+		s.OnRefused(r, value, err)
+	}
 }
 
 // isUpgradeRequest reports whether r asks for a WebSocket upgrade.

@@ -5,6 +5,8 @@ package wsgate
 import (
 	"bufio"
 	"bytes"
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
@@ -186,7 +188,7 @@ func (l *loop) accept(fl *fastListener, now int64) {
 			unix.Close(nfd)
 			continue
 		}
-		if fl.open.Load() >= fl.maxOpen {
+		if fl.open.Load() >= fl.maxOpen || (fl.srv.Admit != nil && !fl.srv.Admit()) {
 			unix.Write(nfd, busyResponse)
 			unix.Close(nfd)
 			continue
@@ -207,7 +209,9 @@ func (l *loop) accept(fl *fastListener, now int64) {
 	}
 }
 
-var busyResponse = []byte("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 29\r\n\r\nserver busy, try again later\n")
+var errShortWrite = errors.New("the socket took part of the response")
+
+var busyResponse = []byte("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 38\r\n\r\ntoo many connections, try again later\n")
 
 // readHead reads what has arrived of the first request and, once its
 // head is complete, serves it.
@@ -271,11 +275,16 @@ func (l *loop) serveHead(p *pendingConn, end int, more bool, now int64) {
 	hs, herr := negotiate(req, up.cfg, nil)
 	if herr != nil {
 		l.refusePending(p, herr)
+		srv.refused(req, value, herr.cause)
 		return
 	}
 	if n, err := writev2(p.fd, []byte(hs.response), nil); err != nil || n != len(hs.response) {
 		l.forgetPending(p)
 		l.dropPending(p)
+		if err == nil {
+			err = errShortWrite
+		}
+		srv.refused(req, value, fmt.Errorf("%w: writing response: %w", ErrBadHandshake, err))
 		return
 	}
 	c := newConnState(true, up.cfg, hs.sub, hs.dp)
@@ -357,6 +366,9 @@ func (l *loop) forgetPending(p *pendingConn) {
 		delete(l.handshakes, p.fd)
 		p.fl.open.Add(-1)
 		l.nPending.Add(-1)
+		if r := p.fl.srv.Release; r != nil {
+			r()
+		}
 	}
 }
 

@@ -137,12 +137,21 @@ func TestServerUpgradeAfterKeepAlive(t *testing.T) {
 }
 
 func TestServerRefusals(t *testing.T) {
+	refused := make(chan error, 8)
 	env := startFast(t, func(r *http.Request, up *wsgate.Upgrader) (*wsgate.Upgrader, any, error) {
 		if r.URL.Query().Get("full") != "" {
 			return nil, nil, &wsgate.HTTPError{Status: 503, Message: "full", Header: http.Header{"Retry-After": {"1"}}}
 		}
-		return up, nil, nil
-	}, func(s *wsgate.Server) { s.MaxHeaderBytes = 2048 })
+		return up, "slot", nil
+	}, func(s *wsgate.Server) {
+		s.MaxHeaderBytes = 2048
+		s.OnRefused = func(r *http.Request, value any, err error) {
+			if value != "slot" {
+				err = fmt.Errorf("OnRefused got value %v", value)
+			}
+			refused <- err
+		}
+	})
 	raw := func(req string) *http.Response {
 		t.Helper()
 		nc, err := net.Dial("tcp", env.addr)
@@ -180,6 +189,22 @@ func TestServerRefusals(t *testing.T) {
 				t.Fatal("the refusal's header is missing")
 			}
 		})
+	}
+	// The two the UpgradeFunc accepted were given back through OnRefused.
+	for _, want := range []error{wsgate.ErrBadHandshake, wsgate.ErrOriginNotAllowed} {
+		select {
+		case err := <-refused:
+			if !errors.Is(err, want) {
+				t.Errorf("OnRefused: %v, want %v", err, want)
+			}
+		case <-time.After(waitLimit):
+			t.Fatal("OnRefused not called")
+		}
+	}
+	select {
+	case err := <-refused:
+		t.Fatalf("OnRefused called once more: %v", err)
+	default:
 	}
 }
 

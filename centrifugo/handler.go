@@ -57,6 +57,11 @@ type Config struct {
 	// others (wsgate.Options.Budget): a server gives every endpoint the
 	// same one. Nil means no shared budget.
 	Budget *wsgate.Budget
+	// OnOpen, when set, is called once for every connection the handler
+	// upgraded, after its hub client was registered and before any of its
+	// frames is read. It runs on the connection's event loop and must not
+	// block. Servers use it to count and register connections.
+	OnOpen func(c *wsgate.Conn)
 	// OnClose, when set, is called once for every connection the handler
 	// upgraded, when it has ended, with its error, after the hub was told
 	// (hub.Client.Finish); it may run before Upgrade returns. Servers use it
@@ -163,7 +168,13 @@ func (h *Handler) upgrader(join []byte) *wsgate.Upgrader {
 // The connection callbacks, shared by every connection: each finds its
 // session in the connection's Value.
 
-func (h *Handler) open(c *wsgate.Conn) { c.Value().(*session).open(c) }
+func (h *Handler) open(c *wsgate.Conn) {
+	s := c.Value().(*session)
+	s.open(c)
+	if h.cfg.OnOpen != nil {
+		h.cfg.OnOpen(c)
+	}
+}
 
 func (h *Handler) onMessage(c *wsgate.Conn, typ wsgate.MessageType, data []byte) {
 	c.Value().(*session).onMessage(c, typ, data)
@@ -189,17 +200,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // connection, or the error that refused it (the client has had its answer
 // then). Config.OnClose tells when the connection ends.
 func (h *Handler) Upgrade(w http.ResponseWriter, r *http.Request) (*wsgate.Conn, error) {
+	up, value := h.Prepare(r)
+	return up.UpgradeWithValue(w, r, value)
+}
+
+// Prepare returns the Upgrader and the connection Value for an upgrade
+// request, for a wsgate.Server's UpgradeFunc (or for
+// Upgrader.UpgradeWithValue).
+func (h *Handler) Prepare(r *http.Request) (*wsgate.Upgrader, any) {
 	s := &session{h: h, proto: protocol.TypeJSON}
 	if q := r.URL.Query(); q.Get("format") == "protobuf" || q.Get("cf_protocol") == "protobuf" {
 		s.proto = protocol.TypeProtobuf
 	} else if !offers(r, SubprotocolJSON) && offers(r, SubprotocolProtobuf) {
-		s.proto = protocol.TypeProtobuf // what Upgrade will choose
+		s.proto = protocol.TypeProtobuf // what the upgrade will choose
 	}
-	up := h.json
 	if s.proto == protocol.TypeProtobuf {
-		up = h.protobuf
+		return h.protobuf, s
 	}
-	return up.UpgradeWithValue(w, r, s)
+	return h.json, s
 }
 
 // offers reports whether the request offers the subprotocol sub.

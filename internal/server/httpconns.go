@@ -47,6 +47,10 @@ type httpConns struct {
 	deadline time.Time                   // the bound, while draining
 	refused  int                         // refused since the last warning
 	lastWarn time.Time
+
+	// handshakes counts the connections whose first request an event
+	// loop reads (wsgate.Server.Admit): they are HTTP connections too.
+	handshakes int
 }
 
 func newHTTPConns(max int, log *slog.Logger) *httpConns {
@@ -93,12 +97,42 @@ func (h *httpConns) connState(c net.Conn, st http.ConnState) {
 	}
 }
 
+// admitHandshake counts a connection accepted by an event loop, as admit
+// does (wsgate.Server.Admit).
+func (h *httpConns) admitHandshake() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.roomLocked() {
+		return false
+	}
+	h.handshakes++
+	return true
+}
+
+// releaseHandshake uncounts it (wsgate.Server.Release).
+func (h *httpConns) releaseHandshake() {
+	h.mu.Lock()
+	h.handshakes--
+	h.mu.Unlock()
+}
+
 // admit counts c, making room by closing an idle keep-alive connection if
 // the limit is reached. It reports false when there is no room.
 func (h *httpConns) admit(c net.Conn) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.max > 0 && len(h.conns) >= h.max {
+	if !h.roomLocked() {
+		return false
+	}
+	h.conns[c] = http.StateNew
+	return true
+}
+
+// roomLocked makes room for one more connection if the limit is reached,
+// by closing an idle keep-alive connection. It reports false (and notes a
+// refusal) when there is none.
+func (h *httpConns) roomLocked() bool {
+	if h.max > 0 && len(h.conns)+h.handshakes >= h.max {
 		var victim net.Conn
 		for v := range h.idle {
 			victim = v
@@ -114,7 +148,6 @@ func (h *httpConns) admit(c net.Conn) bool {
 		delete(h.idle, victim)
 		victim.Close()
 	}
-	h.conns[c] = http.StateNew
 	return true
 }
 
@@ -161,7 +194,7 @@ func (h *httpConns) drain(deadline time.Time) {
 func (h *httpConns) count() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return len(h.conns)
+	return len(h.conns) + h.handshakes
 }
 
 // countIn returns the number of counted connections in state st.

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"github.com/wsgate/wsgate"
 	"log/slog"
 	"net/http"
 
@@ -70,6 +71,7 @@ func (s *Server) startHub(ctx context.Context) error {
 			InsecureSkipOriginCheck: c.allowAllOrigins(),
 			Compression:             c.Compression,
 			Budget:                  s.budget,
+			OnOpen:                  func(c *wsgate.Conn) { s.opened(c, true) },
 			OnClose:                 s.onClose,
 			Logger:                  s.log,
 		}),
@@ -91,21 +93,25 @@ func (s *Server) stopHub() {
 	}
 }
 
-// handleHubWS upgrades /connection/websocket requests within the
-// connection limit that /ws shares.
+// handleHubWS serves /connection/websocket requests that reach net/http
+// (see handleWS).
 func (s *Server) handleHubWS(w http.ResponseWriter, r *http.Request) {
+	s.serveUpgrade(w, r, s.upgradeHub)
+}
+
+// upgradeHub decides on an upgrade to /connection/websocket (a
+// wsgate.UpgradeFunc): the hub must be serving, the Host allowed and a
+// connection slot free.
+func (s *Server) upgradeHub(r *http.Request) (*wsgate.Upgrader, any, error) {
 	hp := s.hub.Load()
 	if hp == nil {
-		w.Header().Set("Retry-After", "1")
-		plain(w, http.StatusServiceUnavailable, "not serving yet")
-		return
+		return nil, nil, &wsgate.HTTPError{Status: http.StatusServiceUnavailable, Message: "not serving yet", Header: http.Header{"Retry-After": {"1"}}}
 	}
-	info, ok := s.admit(w, r, true)
-	if !ok {
-		return
+	if err := s.admit(r, true); err != nil {
+		return nil, nil, err
 	}
-	c, err := hp.ws.Upgrade(w, r)
-	s.upgraded(r, info, c, err)
+	up, session := hp.ws.Prepare(r)
+	return up, session, nil
 }
 
 // handleAPI serves the server API.

@@ -54,6 +54,7 @@ type Server struct {
 	wsUp   *wsgate.Upgrader // /ws: one set of options shared by every connection
 	budget *wsgate.Budget   // shared by every WebSocket connection; nil without one
 	hs     *http.Server
+	ws     *wsgate.Server // serves hs, with the WebSocket handshakes on the event loops
 	mux    *http.ServeMux
 	root   http.Handler // mux behind the Host check
 	http   *httpConns
@@ -85,7 +86,6 @@ type Server struct {
 
 	mu       sync.Mutex
 	conns    map[*wsgate.Conn]connInfo // upgraded and registered connections
-	early    map[*wsgate.Conn]error    // connections that ended before they were registered
 	active   int                       // reserved slots: upgrading plus registered
 	draining bool                      // Shutdown began
 	drained  chan struct{}             // closed when draining and active == 0
@@ -129,12 +129,12 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		cfg:          cfg,
 		log:          log,
 		conns:        make(map[*wsgate.Conn]connInfo),
-		early:        make(map[*wsgate.Conn]error),
 		drained:      make(chan struct{}),
 		shutdownDone: make(chan struct{}),
 	}
 	opts := cfg.wsOptions()
 	opts.OnMessage = echo
+	opts.OnOpen = func(c *wsgate.Conn) { s.opened(c, false) }
 	opts.OnClose = s.onClose
 	if cfg.MemoryBudget > 0 {
 		s.budget = wsgate.NewBudget(cfg.MemoryBudget)
@@ -169,6 +169,19 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.root = s.checkHost(&s.hosts, s.mux)
 	s.hs = s.newHTTPServer(s.root, s.http)
+	// The WebSocket endpoints' handshakes are done by wsgate's event loops;
+	// everything else goes to s.hs (wsgate.Server). The connections whose
+	// first request a loop reads count against MaxHTTPConns (Admit).
+	s.ws = &wsgate.Server{
+		HTTP:             s.hs,
+		Upgrades:         map[string]wsgate.UpgradeFunc{"/ws": s.upgradeWS, hubPath: s.upgradeHub},
+		HandshakeTimeout: cfg.HandshakeTimeout,
+		MaxHeaderBytes:   cfg.MaxHeaderBytes,
+		MaxHandshakes:    1 << 30, // Admit bounds them
+		Admit:            s.http.admitHandshake,
+		Release:          s.http.releaseHandshake,
+		OnRefused:        s.refused,
+	}
 	if err := s.initOps(); err != nil {
 		return nil, err
 	}
@@ -279,7 +292,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.logStartup(ln.Addr())
 	servers := 1
 	errc := make(chan error, 3)
-	go func() { errc <- s.hs.Serve(ln) }()
+	go func() { errc <- s.ws.Serve(ln) }()
 	if apiLn != nil {
 		servers++
 		go func() { errc <- s.apiHS.Serve(apiLn) }()
@@ -381,10 +394,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
 	var errMu sync.Mutex
 	var wg sync.WaitGroup
-	for _, hs := range []*http.Server{s.hs, s.apiHS, s.adminHS} {
-		if hs == nil {
-			continue
+	type server interface {
+		Shutdown(context.Context) error
+		Close() error
+	}
+	servers := []server{s.ws}
+	for _, hs := range []*http.Server{s.apiHS, s.adminHS} {
+		if hs != nil {
+			servers = append(servers, hs)
 		}
+	}
+	for _, hs := range servers {
 		wg.Go(func() {
 			if err := hs.Shutdown(ctx); err != nil {
 				hs.Close()

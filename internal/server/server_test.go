@@ -163,7 +163,7 @@ func TestOrigin(t *testing.T) {
 				if _, p := read(t, c); string(p) != "hi" {
 					t.Fatalf("echo = %q", p)
 				}
-				ts.logs.waitLog(t, "ws open", map[string]any{"origin": origin})
+				ts.logs.waitLog(t, "ws open", map[string]any{"path": "/ws"})
 				return
 			}
 			if err == nil {
@@ -415,7 +415,7 @@ func TestConnectionLogs(t *testing.T) {
 	c.CloseWithStatus(wsgate.StatusNormalClosure, "bye")
 	waitDone(t, c)
 
-	open := ts.logs.waitLog(t, "ws open", map[string]any{"origin": origin})
+	open := ts.logs.waitLog(t, "ws open", map[string]any{"path": "/ws"})
 	id := open["id"]
 	if id == nil || open["remote"] != c.LocalAddr().String() {
 		t.Errorf("open line %v: want id and remote %v", open, c.LocalAddr())

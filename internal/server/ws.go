@@ -20,50 +20,93 @@ func echo(c *wsgate.Conn, typ wsgate.MessageType, data []byte) {
 	c.Write(context.Background(), typ, data)
 }
 
-// handleWS upgrades /ws requests within the connection limit.
+// handleWS serves /ws requests that reach net/http: the upgrades of a
+// Handler mounted in a server of your own (Serve does them on the event
+// loops), and the answer to requests that are not upgrades.
 func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
-	info, ok := s.admit(w, r, false)
-	if !ok {
-		return
-	}
-	c, err := s.wsUp.Upgrade(w, r)
-	s.upgraded(r, info, c, err)
+	s.serveUpgrade(w, r, s.upgradeWS)
 }
 
-// admit takes a connection slot for a WebSocket request to r's endpoint,
-// or answers 503 and reports false.
-func (s *Server) admit(w http.ResponseWriter, r *http.Request, hub bool) (connInfo, bool) {
+// serveUpgrade does an upgrade on net/http's goroutine with the endpoint's
+// UpgradeFunc, as wsgate.Server does for the upgrades that reach it.
+func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request, f wsgate.UpgradeFunc) {
+	up, value, err := f(r)
+	if err != nil {
+		writeHTTPError(w, err)
+		return
+	}
+	if _, err := up.UpgradeWithValue(w, r, value); err != nil {
+		s.refused(r, value, err)
+	}
+}
+
+// writeHTTPError answers a request an UpgradeFunc refused.
+func writeHTTPError(w http.ResponseWriter, err error) {
+	var he *wsgate.HTTPError
+	if !errors.As(err, &he) {
+		plain(w, http.StatusInternalServerError, "internal error")
+		return
+	}
+	for k, vs := range he.Header {
+		w.Header()[k] = vs
+	}
+	plain(w, he.Status, he.Message)
+}
+
+// upgradeWS decides on an upgrade to /ws (a wsgate.UpgradeFunc): the Host
+// must be allowed and a connection slot free.
+func (s *Server) upgradeWS(r *http.Request) (*wsgate.Upgrader, any, error) {
+	if err := s.admit(r, false); err != nil {
+		return nil, nil, err
+	}
+	return s.wsUp, nil, nil
+}
+
+// admit checks the Host and takes a connection slot for an upgrade to r's
+// endpoint, or returns the refusal to answer with.
+func (s *Server) admit(r *http.Request, hub bool) error {
+	if p := s.hosts.Load(); !p.allows(r.Host) {
+		s.log.LogAttrs(context.Background(), slog.LevelWarn, "host rejected",
+			slog.Int("status", http.StatusMisdirectedRequest),
+			slog.String("host", r.Host),
+			slog.String("path", r.URL.Path),
+			slog.String("remote", r.RemoteAddr))
+		return &wsgate.HTTPError{Status: http.StatusMisdirectedRequest,
+			Message: "misdirected request: this server does not answer for that host name",
+			Header:  http.Header{"Connection": {"close"}}}
+	}
 	if msg, reason := s.reserve(); msg != "" {
 		s.metrics.HandshakeFailed(endpointNames[connInfo{hub: hub}.endpoint()], reason)
 		s.log.Warn("ws refused", "status", http.StatusServiceUnavailable, "reason", msg,
 			"path", r.URL.Path, "remote", r.RemoteAddr, "max_conns", s.cfg.MaxConns)
-		w.Header().Set("Retry-After", "1")
-		plain(w, http.StatusServiceUnavailable, msg)
-		return connInfo{}, false
+		return &wsgate.HTTPError{Status: http.StatusServiceUnavailable, Message: msg, Header: http.Header{"Retry-After": {"1"}}}
 	}
-	return connInfo{id: s.nextID.Add(1), start: time.Now().UnixNano(), hub: hub}, true
+	return nil
 }
 
-// upgraded registers a connection once its upgrade succeeded, or gives its
-// slot back and logs why it failed.
-func (s *Server) upgraded(r *http.Request, info connInfo, c *wsgate.Conn, err error) {
-	if err != nil {
-		s.release()
-		s.metrics.HandshakeFailed(endpointNames[info.endpoint()], handshakeReason(err))
-		if errors.Is(err, wsgate.ErrOriginNotAllowed) {
-			s.log.Warn("ws origin rejected", "status", http.StatusForbidden,
-				"origin", r.Header.Get("Origin"), "host", r.Host, "path", info.path(), "remote", r.RemoteAddr)
-			return
-		}
-		s.log.Debug("ws bad handshake", "path", info.path(), "remote", r.RemoteAddr, "err", err)
+// refused gives the slot of an upgrade that failed after admit back, and
+// logs why (wsgate.Server.OnRefused).
+func (s *Server) refused(r *http.Request, _ any, err error) {
+	s.release()
+	info := connInfo{hub: r.URL.Path == hubPath}
+	s.metrics.HandshakeFailed(endpointNames[info.endpoint()], handshakeReason(err))
+	if errors.Is(err, wsgate.ErrOriginNotAllowed) {
+		s.log.Warn("ws origin rejected", "status", http.StatusForbidden,
+			"origin", r.Header.Get("Origin"), "host", r.Host, "path", info.path(), "remote", r.RemoteAddr)
 		return
 	}
-	// Log before registering: onClose logs the close only for registered
-	// connections, so the open line always comes first. Connection lines
-	// are at debug level: at a reconnect storm's rate they would cost more
-	// than the connections (docs/server.md, "Logging").
+	s.log.Debug("ws bad handshake", "path", info.path(), "remote", r.RemoteAddr, "err", err)
+}
+
+// opened registers a connection when it opens (its OnOpen, before any
+// other callback): /ws ones and hub ones.
+func (s *Server) opened(c *wsgate.Conn, hub bool) {
+	info := connInfo{id: s.nextID.Add(1), start: time.Now().UnixNano(), hub: hub}
+	// Connection lines are at debug level: at a reconnect storm's rate
+	// they would cost more than the connections (docs/server.md,
+	// "Logging").
 	if s.log.Enabled(context.Background(), slog.LevelDebug) {
-		s.log.Debug("ws open", "id", info.id, "path", info.path(), "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"))
+		s.log.Debug("ws open", "id", info.id, "path", info.path(), "remote", c.RemoteAddr().String())
 	}
 	s.metrics.ConnOpened(endpointNames[info.endpoint()])
 	s.register(info, c)
@@ -89,32 +132,21 @@ func (s *Server) reserve() (msg, reason string) {
 func (s *Server) release() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.releaseLocked()
+}
+
+func (s *Server) releaseLocked() {
 	s.active--
 	if s.draining && s.active == 0 {
 		close(s.drained)
 	}
 }
 
-// register adds an upgraded connection to the registry, unless it has
-// already ended. A /ws connection that arrives while the server shuts down
-// is closed at once with 1001; the hub closes its own (3001).
+// register adds an opened connection to the registry. A /ws connection
+// that opens while the server shuts down is closed at once with 1001; the
+// hub closes its own (3001).
 func (s *Server) register(info connInfo, c *wsgate.Conn) {
 	s.mu.Lock()
-	if err, ended := s.early[c]; ended {
-		delete(s.early, c)
-		s.mu.Unlock()
-		if s.tracking() {
-			// Never in the registry, so never in the sums of the open
-			// connections: it may join the totals a moment later.
-			st := c.Stats()
-			s.mu.Lock()
-			s.noteClosedLocked(info, st, err)
-			s.mu.Unlock()
-		}
-		s.logClose(info, c, err)
-		s.release()
-		return
-	}
 	s.conns[c] = info
 	draining := s.draining && !info.hub
 	if !info.hub && !s.draining && s.hbStop == nil && s.cfg.Heartbeat > 0 {
@@ -129,9 +161,8 @@ func (s *Server) register(info connInfo, c *wsgate.Conn) {
 }
 
 // onClose is every connection's end (its OnClose, for /ws; the hub
-// handler's OnClose, for the hub): it unregisters and logs. A connection
-// may end before its handler has registered it; the handler then finds it
-// in early and logs the close itself.
+// handler's OnClose, for the hub): it unregisters, gives the slot back and
+// logs. OnOpen always ran first, so the connection is registered.
 func (s *Server) onClose(c *wsgate.Conn, err error) {
 	var st wsgate.Stats
 	if s.tracking() {
@@ -142,13 +173,11 @@ func (s *Server) onClose(c *wsgate.Conn, err error) {
 	if registered {
 		delete(s.conns, c)
 		s.noteClosedLocked(info, st, err)
-	} else {
-		s.early[c] = err
 	}
+	s.releaseLocked()
 	s.mu.Unlock()
 	if registered {
 		s.logClose(info, c, err)
-		s.release()
 	}
 }
 
