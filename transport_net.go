@@ -14,6 +14,9 @@ type netTransport struct {
 	resume chan struct{} // wakes the reader goroutine when it paused
 }
 
+// netReadBufSize is the read buffer of a reader goroutine.
+const netReadBufSize = 4 << 10
+
 // readNet is the reader goroutine of a net.Conn transport. It owns the
 // connection's end: when reading stops, it finishes the Conn.
 func (c *Conn) readNet(leftover []byte) {
@@ -30,7 +33,9 @@ func (c *Conn) readNet(leftover []byte) {
 		c.feed(leftover, nanotime())
 		c.budgetCheck()
 	}
-	buf := make([]byte, 16<<10)
+	// Small: the reader holds it for the connection's whole life, and a
+	// TLS connection keeps whole records in buffers of its own anyway.
+	buf := make([]byte, netReadBufSize)
 	for {
 		if c.rs.paused {
 			<-c.nt.resume
