@@ -38,6 +38,14 @@ type Config struct {
 	// Callbacks let the application authorize, reject and enrich.
 	Callbacks Callbacks
 
+	// OnFanout, when set, is called after each publication was handed to
+	// this node's subscribers, with how many got it and the time since the
+	// broker accepted the publication (from Publication.Time, so with
+	// millisecond precision and, in a cluster, the publishing node's
+	// clock). It runs on the delivering goroutine and must be quick:
+	// servers feed a latency histogram with it.
+	OnFanout func(deliveries int, sincePublish time.Duration)
+
 	// ClientChannelLimit bounds the subscriptions of one connection.
 	// Defaults to 128.
 	ClientChannelLimit int

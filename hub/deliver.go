@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"time"
 
 	"github.com/wsgate/wsgate/broker"
 )
@@ -63,6 +64,9 @@ func (h *Hub) HandlePublication(name string, pub *broker.Publication, sp broker.
 		}
 	}
 	h.stats.deliveries.Add(delivered)
+	if f := h.cfg.OnFanout; f != nil && pub.Time > 0 {
+		f(int(delivered), time.Since(time.UnixMilli(pub.Time)))
+	}
 }
 
 // keep stores a publication for a pending subscription and reports true;

@@ -116,6 +116,7 @@ type Metrics struct {
 	apiReqs    *prometheus.CounterVec
 	apiLatency *prometheus.HistogramVec
 	rtt        prometheus.Histogram
+	fanout     prometheus.Histogram
 }
 
 // New returns the metrics of a server. Its registry also holds the Go
@@ -151,12 +152,17 @@ func New(cfg Config) *Metrics {
 		Help:    "Round trip of WebSocket pings: each connection's latest, sampled at scrape time.",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 	})
+	m.fanout = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "wsgate_hub_publish_to_write_seconds",
+		Help:    "Time from a publication's acceptance by the broker to its hand-over to this node's subscribers (millisecond precision; in a cluster, from the publishing node's clock).",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	})
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "wsgate_build_info",
 		Help: "Always 1; the version label is the server's version.",
 	}, []string{"version"})
 	build.WithLabelValues(cfg.Version).Set(1)
-	m.reg.MustRegister(m.opened, m.closed, m.handshake, m.apiReqs, m.apiLatency, m.rtt, build,
+	m.reg.MustRegister(m.opened, m.closed, m.handshake, m.apiReqs, m.apiLatency, m.rtt, m.fanout, build,
 		&collector{snapshot: cfg.Snapshot, rtt: m.rtt},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -215,6 +221,14 @@ func (m *Metrics) APIRequest(method string, status int, d time.Duration) {
 	}
 	m.apiReqs.WithLabelValues(method, strconv.Itoa(status)).Inc()
 	m.apiLatency.WithLabelValues(method).Observe(d.Seconds())
+}
+
+// Fanout records a publication handed to its subscribers d after the
+// broker accepted it (hub.Config.OnFanout).
+func (m *Metrics) Fanout(_ int, d time.Duration) {
+	if m != nil {
+		m.fanout.Observe(max(d, 0).Seconds())
+	}
 }
 
 // CodeLabel returns the code label of a close code: the number for the

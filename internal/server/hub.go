@@ -45,6 +45,9 @@ func (s *Server) hubConfig() hub.Config {
 		Version:      c.Version,
 		Logger:       s.log,
 	}
+	if s.metrics != nil {
+		hc.OnFanout = s.metrics.Fanout
+	}
 	if hc.PingInterval < 0 {
 		hc.PingInterval = -1
 	}

@@ -206,6 +206,9 @@ func TestMetrics(t *testing.T) {
 	m.want(t, 1, "wsgate_hub_subscriptions")
 	m.want(t, 2, "wsgate_hub_publications_total")
 	m.want(t, 2, "wsgate_hub_deliveries_total")
+	if hm := m.find("wsgate_hub_publish_to_write_seconds"); hm == nil || hm.Histogram.GetSampleCount() != 2 {
+		t.Errorf("publish-to-write histogram %v, want 2 publications", hm)
+	}
 	m.want(t, 2, "wsgate_broker_received_publications_total")
 	m.want(t, 0, "wsgate_broker_publish_errors_total")
 	m.want(t, 1, "wsgate_broker_up")
