@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/wsgate/wsgate/hub"
+	"github.com/wsgate/wsgate/internal/server"
 	"gopkg.in/yaml.v3"
 )
 
@@ -26,11 +27,13 @@ import (
 //
 // A field tagged secret:"true" (the API key, the token secret) is masked
 // by -print-config; TestSecretsAreTagged makes sure every one is tagged.
+// One tagged secret:"url" (NATS URLs) has the passwords in its URLs masked.
 type fileConfig struct {
 	HTTPServer httpServerSection `yaml:"http_server" json:"http_server"`
 	HTTPAPI    httpAPISection    `yaml:"http_api" json:"http_api"`
 	Client     clientSection     `yaml:"client" json:"client"`
 	Channel    channelSection    `yaml:"channel" json:"channel"`
+	Broker     brokerSection     `yaml:"broker" json:"broker"`
 	WebSocket  websocketSection  `yaml:"websocket" json:"websocket"`
 	Echo       echoSection       `yaml:"echo" json:"echo"`
 	Shutdown   shutdownSection   `yaml:"shutdown" json:"shutdown"`
@@ -425,6 +428,11 @@ func maskSecrets(v reflect.Value) {
 	}
 	for i := range v.NumField() {
 		f, sf := v.Field(i), v.Type().Field(i)
+		if sf.Tag.Get("secret") == "url" && f.Kind() == reflect.Pointer && !f.IsNil() && f.Elem().Kind() == reflect.String {
+			m := server.RedactURLs(f.Elem().String())
+			f.Set(reflect.ValueOf(&m))
+			continue
+		}
 		if sf.Tag.Get("secret") == "true" {
 			switch {
 			case f.Kind() == reflect.String && f.Len() > 0:
@@ -566,6 +574,7 @@ func effectiveFileConfig(o options) (fileConfig, error) {
 	for _, ns := range ch.Namespaces {
 		fc.Channel.Namespaces = append(fc.Channel.Namespaces, namespaceSection{Name: &ns.Name, channelOptions: channelOptionsFrom(ns.ChannelOptions)})
 	}
+	fc.Broker = brokerFileConfig(c, o)
 	return fc, nil
 }
 

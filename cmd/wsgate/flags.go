@@ -58,6 +58,9 @@ type options struct {
 	// The token public keys as the file gives them (PEM text, or a PEM
 	// file's absolute path), for -print-config.
 	tokenRSA, tokenECDSA string
+	// The broker's TLS PEM settings as given (text, or a file's absolute
+	// path): CA, certificate, key.
+	brokerTLS [3]string
 }
 
 // errHelp is returned by parseArgs when -help was asked for; the usage has
@@ -450,6 +453,7 @@ func (o *options) apply(fc *fileConfig, sources map[string]source) error {
 	}
 	errs = append(errs, o.applyHub(fc, bad)...)
 	o.applyOps(fc, sources, bad)
+	o.applyBroker(fc, bad)
 	// What the server itself checks (patterns, relations between
 	// settings), named the same way.
 	if _, err := c.Effective(); err != nil {

@@ -229,8 +229,13 @@ type Config struct {
 	// other nodes, and keeps channel history. Defaults to a broker.Memory
 	// (one node). When it implements broker.HealthChecker, /readyz
 	// reports its health. Serve runs it and the hub's Shutdown closes it,
-	// so a Broker serves one Server.
+	// so a Broker serves one Server. Cluster mode (Cluster) makes one.
 	Broker broker.Broker
+
+	// Cluster runs the hub on NATS, so that several nodes share channels,
+	// history and presence (see ClusterConfig). The zero value is a single
+	// node on the in-memory broker (or Broker).
+	Cluster ClusterConfig
 }
 
 // ChannelDefaults are the quick-start settings of channels without a
@@ -450,6 +455,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	errs = append(errs, c.validateOps()...)
 	errs = append(errs, validateChannels(c.Channels)...)
+	var clusterErrs []error
+	c.Cluster, clusterErrs = c.Cluster.withDefaults(c.Broker != nil)
+	errs = append(errs, clusterErrs...)
 	if err := errors.Join(errs...); err != nil {
 		return c, fmt.Errorf("server: invalid config: %w", err)
 	}

@@ -54,14 +54,19 @@ func (s *Server) hubConfig() hub.Config {
 	if s.tokens != nil {
 		hc.Tokens = s.tokens
 	}
+	s.clusterHubConfig(&hc)
 	return hc
 }
 
 // startHub starts the hub and its broker (ctx bounds the broker's start)
 // and makes the hub's endpoints serve.
 func (s *Server) startHub(ctx context.Context) error {
+	if err := s.startEmbedded(ctx); err != nil {
+		return err
+	}
 	h, err := hub.New(ctx, s.hubConfig())
 	if err != nil {
+		s.stopEmbedded()
 		return fmt.Errorf("server: %w", err)
 	}
 	c := s.cfg
@@ -94,6 +99,7 @@ func (s *Server) stopHub() {
 	if err := hp.hub.Shutdown(ctx); err != nil {
 		s.log.Error("hub shutdown", "err", err)
 	}
+	s.stopEmbedded()
 }
 
 // handleHubWS serves /connection/websocket requests that reach net/http
@@ -190,6 +196,7 @@ func (s *Server) logHub() {
 		"namespaces", namespaces,
 		"broker", fmt.Sprintf("%T", s.broker),
 	)
+	s.logBroker()
 	if len(keys) == 0 && !c.AllowAnonymous {
 		s.log.Info("hub: no client can connect to " + hubPath + ": no token key is set (-token-hmac-secret) and anonymous connections are off (-allow-anonymous); for a local demo run: wsgate " + DemoFlags)
 	}

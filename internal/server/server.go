@@ -61,7 +61,8 @@ type Server struct {
 	hosts  atomic.Pointer[hostPolicy]
 	nextID atomic.Uint64
 
-	broker   broker.Broker                // Config.Broker or a Memory
+	broker   broker.Broker                // Config.Broker, the cluster's, or a Memory
+	nats     *embeddedNATS                // the embedded NATS server; nil unless Config.Cluster.Embedded
 	tokens   *auth.Verifier               // nil without a token key
 	hub      atomic.Pointer[hubEndpoints] // set by Serve
 	apiHS    *http.Server                 // the API's own server; nil without Config.APIAddr
@@ -145,9 +146,8 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.hosts.Store(hostPolicyFor(cfg.AllowedHosts, cfg.Addr))
 	s.http = newHTTPConns(cfg.MaxHTTPConns, log)
-	s.broker = cfg.Broker
-	if s.broker == nil {
-		s.broker = broker.NewMemory(broker.MemoryConfig{})
+	if s.broker, err = s.newBroker(); err != nil {
+		return nil, err
 	}
 	s.brokerUp.Store(true)
 	if t := cfg.Tokens; t.HMACSecret != "" || t.RSAPublicKey != nil || t.ECDSAPublicKey != nil {
@@ -451,6 +451,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		cancel()
 	}
+	s.stopEmbedded() // after the hub, whose broker is its client
 	s.hbDone.Wait()
 	s.stopBackground()
 	s.shutdownErr = errors.Join(errs...)
