@@ -401,7 +401,7 @@ func (s *Server) logBroker() {
 		return
 	}
 	n := c.NATS
-	attrs := []any{"mode", mode, "name", n.Name, "prefix", n.Prefix, "replicas", n.Replicas}
+	attrs := []any{"mode", mode, "connection_name", n.Name, "prefix", n.Prefix, "replicas", n.Replicas}
 	if mode == brokerNATS {
 		var auth []string
 		if n.CredentialsFile != "" {
