@@ -29,7 +29,7 @@ const clusterWait = 30 * time.Second
 const clusterChannel = "news"
 
 // freeAddr returns a 127.0.0.1 address whose port was free a moment ago.
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -51,7 +51,7 @@ type natsServer struct {
 // url returns the server's client URL.
 func (n *natsServer) url() string { return "nats://" + n.opts.ClientAddr }
 
-func (n *natsServer) start(t *testing.T) {
+func (n *natsServer) start(t testing.TB) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), clusterWait)
 	defer cancel()
@@ -65,7 +65,7 @@ func (n *natsServer) start(t *testing.T) {
 }
 
 // stop shuts the server down; it does nothing when it is not running.
-func (n *natsServer) stop(t *testing.T) {
+func (n *natsServer) stop(t testing.TB) {
 	t.Helper()
 	n.mu.Lock()
 	e := n.e
@@ -82,7 +82,7 @@ func (n *natsServer) stop(t *testing.T) {
 }
 
 // startNATS starts one NATS server with JetStream until the test ends.
-func startNATS(t *testing.T) *natsServer {
+func startNATS(t testing.TB) *natsServer {
 	t.Helper()
 	n := &natsServer{opts: natsbroker.EmbeddedOptions{Name: "solo", ClientAddr: freeAddr(t), StoreDir: t.TempDir()}}
 	n.start(t)
@@ -91,7 +91,7 @@ func startNATS(t *testing.T) *natsServer {
 }
 
 // startNATSCluster starts three NATS servers routed to each other.
-func startNATSCluster(t *testing.T) []*natsServer {
+func startNATSCluster(t testing.TB) []*natsServer {
 	t.Helper()
 	routes := []string{freeAddr(t), freeAddr(t), freeAddr(t)}
 	servers := make([]*natsServer, len(routes))

@@ -27,10 +27,10 @@ func TestClusterDelivery(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {
 		name   string
-		nats   func(t *testing.T) []*natsServer
+		nats   func(t testing.TB) []*natsServer
 		spread bool // each node on its own NATS server
 	}{
-		{"one NATS server", func(t *testing.T) []*natsServer { return []*natsServer{startNATS(t)} }, false},
+		{"one NATS server", func(t testing.TB) []*natsServer { return []*natsServer{startNATS(t)} }, false},
 		{"three NATS servers", startNATSCluster, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
