@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 )
 
@@ -38,7 +39,10 @@ Modes:
            highest lossless deliveries/s, stepping the rate up and
            bisecting; rate: losses and latency at -deliveries/s; idle:
            server RSS per subscribed connection (-pid); connect: connect +
-           subscribe cycles/s and server CPU per cycle
+           subscribe cycles/s and server CPU per cycle. Against a cluster,
+           give the nodes' URLs as one comma-separated list: subscribers
+           are spread over them, the publisher goes to -publish-url, and
+           -node-pids reports each process's CPU per publication
 
 Replies (pubsub: publications) are matched by content (sequence number
 and timestamp in the payload); other server messages are counted and
@@ -164,6 +168,8 @@ func parseArgs(args []string, stderr io.Writer) (Config, cliOptions, error) {
 	fs.DurationVar(&cfg.MaxLag, "max-lag", 0, "pubsub: a step fails when its p99 publish-to-receive latency exceeds this (default 1s)")
 	fs.IntVar(&cfg.SrcIPs, "src-ips", 0, "source addresses 127.0.0.2…: 0 = enough for < 24k conns each (connect: 4), -1 = none")
 	fs.IntVar(&cfg.PID, "pid", 0, "server PID: report its RSS and CPU from /proc")
+	fs.StringVar(&cfg.PublishURL, "publish-url", "", "pubsub: where the client publisher connects, and the host of the default -api-url (default: the first URL)")
+	nodePIDs := fs.String("node-pids", "", "pubsub: comma-separated `PIDs` of server processes (a cluster's nodes, its NATS servers) whose CPU each step reports, also per publication")
 	fs.DurationVar(&cfg.DialTimeout, "dial-timeout", 0, "bound on each dial and handshake (default 10s)")
 	var tlsCA string
 	fs.StringVar(&tlsCA, "tls-ca", "", "wss:// URLs: trust the certificates in this PEM `file` (such as the server's self-signed one) instead of the system's roots")
@@ -203,6 +209,22 @@ func parseArgs(args []string, stderr io.Writer) (Config, cliOptions, error) {
 		return cfg, opts, fmt.Errorf("want exactly one URL, got %d arguments %q", len(pos), pos)
 	}
 	cfg.URL = pos[0]
+	if urls := strings.Split(pos[0], ","); len(urls) > 1 {
+		if cfg.Mode != ModePubSub {
+			return cfg, opts, fmt.Errorf("several URLs (a comma-separated list) only work with pubsub")
+		}
+		cfg.URL, cfg.URLs = urls[0], urls
+	}
+	for _, p := range strings.Split(*nodePIDs, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		pid, err := strconv.Atoi(p)
+		if err != nil || pid <= 0 {
+			return cfg, opts, fmt.Errorf("-node-pids: bad PID %q", p)
+		}
+		cfg.NodePIDs = append(cfg.NodePIDs, pid)
+	}
 	cfg.Measure = Measure(*measure)
 	if cfg.Measure != "" && cfg.Mode != ModePubSub {
 		return cfg, opts, fmt.Errorf("-measure only works with pubsub")

@@ -110,6 +110,16 @@ type Config struct {
 	// Publish is where publications come from: PublishClient (default)
 	// or PublishAPI.
 	Publish string
+	// URLs spreads pubsub's subscribers over several servers, such as
+	// the nodes of a cluster: subscriber i dials URLs[i%len(URLs)]. URL is
+	// URLs[0]. Empty: every subscriber dials URL.
+	URLs []string
+	// PublishURL is where pubsub's client publisher connects, and whose
+	// host the default APIURL names. Defaults to URL.
+	PublishURL string
+	// NodePIDs are server processes (a cluster's nodes, its NATS servers)
+	// whose CPU time every pubsub step reports, also per publication.
+	NodePIDs []int
 	// APIURL is the HTTP API publish endpoint; defaults to /api/publish on
 	// URL's host (http for ws, https for wss).
 	APIURL string

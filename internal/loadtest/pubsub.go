@@ -56,8 +56,11 @@ func (c *Config) pubsubDefaults() {
 	if c.Publish == "" {
 		c.Publish = PublishClient
 	}
+	if c.PublishURL == "" {
+		c.PublishURL = c.URL
+	}
 	if c.APIURL == "" {
-		if u, err := apiURLFor(c.URL); err == nil {
+		if u, err := apiURLFor(c.PublishURL); err == nil {
 			c.APIURL = u
 		}
 	}
@@ -104,6 +107,11 @@ func (c *Config) validatePubSub() error {
 	}
 	if c.Count > 0 && c.Measure != MeasureConnect {
 		return fmt.Errorf("%w: -count only works with -measure connect", ErrUsage)
+	}
+	for _, s := range append(slices.Clone(c.URLs), c.PublishURL) {
+		if u, err := url.Parse(s); s != "" && (err != nil || u.Host == "" || (u.Scheme != "ws" && u.Scheme != "wss")) {
+			return fmt.Errorf("%w: bad URL %q: want ws://host:port/path", ErrUsage, s)
+		}
 	}
 	if c.Channel == "" || bytes.ContainsAny([]byte(c.Channel), "\"\\\n") {
 		return fmt.Errorf("%w: bad -channel %q", ErrUsage, c.Channel)
@@ -161,6 +169,8 @@ type PubSubStep struct {
 	Latency          *Latency `json:"latency_us,omitempty"`
 	ServerCPU        float64  `json:"server_cpu_percent,omitempty"`
 	GeneratorCPU     float64  `json:"generator_cpu_percent,omitempty"`
+	// Nodes is the CPU the processes of Config.NodePIDs used in the step.
+	Nodes []NodeCPU `json:"nodes,omitempty"`
 	// Pass says the step was lossless and kept its p99 within MaxLag;
 	// Failure says why not.
 	Pass    bool   `json:"pass"`
@@ -169,6 +179,64 @@ type PubSubStep struct {
 	// rate (the server pushed back, or the generator was busy): the step
 	// may still pass, but the search takes its rate as out of reach.
 	Behind string `json:"behind,omitempty"`
+}
+
+// NodeCPU is the CPU time a server process used during a pubsub step.
+type NodeCPU struct {
+	PID int `json:"pid"`
+	// CPUPercent is the share of one core it used, over the step.
+	CPUPercent float64 `json:"cpu_percent"`
+	// PerPublicationUS is its CPU time per publication of the step, in
+	// microseconds (at the 10 ms resolution of /proc: publish a few
+	// hundred times more publications than that for a precise figure).
+	PerPublicationUS float64 `json:"cpu_us_per_publication"`
+}
+
+// nodeMeters measures the CPU time of a cluster's processes, step by step.
+type nodeMeters struct {
+	procs []*proc
+	start []cpuMeter
+}
+
+func openNodes(pids []int) (*nodeMeters, error) {
+	n := &nodeMeters{}
+	for _, pid := range pids {
+		p, err := openProcess(pid)
+		if err != nil {
+			n.close()
+			return nil, fmt.Errorf("%w: -node-pids: %w", ErrUsage, err)
+		}
+		n.procs = append(n.procs, p)
+	}
+	return n, nil
+}
+
+func (n *nodeMeters) close() {
+	for _, p := range n.procs {
+		p.close()
+	}
+}
+
+// restart begins a step.
+func (n *nodeMeters) restart() {
+	n.start = n.start[:0]
+	for _, p := range n.procs {
+		n.start = append(n.start, startCPU(p))
+	}
+}
+
+// report ends a step that sent pubs publications.
+func (n *nodeMeters) report(pubs uint64) []NodeCPU {
+	out := make([]NodeCPU, 0, len(n.procs))
+	for i, p := range n.procs {
+		m := n.start[i]
+		nc := NodeCPU{PID: p.pid, CPUPercent: m.percent()}
+		if t, err := p.cpu(); err == nil && m.ok && pubs > 0 {
+			nc.PerPublicationUS = float64((t - m.start).Microseconds()) / float64(pubs)
+		}
+		out = append(out, nc)
+	}
+	return out
 }
 
 // setupError is a subscriber or publisher that could not connect or
@@ -202,7 +270,8 @@ type pubsubRun struct {
 	delivered  atomic.Uint64 // first copies in the current step, for the drain
 	subscribed atomic.Int64  // subscribers whose subscribe was answered and that are still open
 	subs       []*subscriber
-	pub        *publisher // nil until connected
+	nodes      *nodeMeters // Config.NodePIDs; nil without
+	pub        *publisher  // nil until connected
 	nextSeq    uint32
 }
 
@@ -396,7 +465,11 @@ func (r *pubsubRun) open(ctx context.Context, s *subscriber) bool {
 	s.readySent, s.subscribed, s.dead, s.closeErr, s.pong = false, false, false, nil, false
 	s.mu.Unlock()
 	r.cc.attempted.Add(1)
-	c, err := wsgate.Dial(ctx, r.cfg.URL, &wsgate.Options{
+	target := r.cfg.URL
+	if n := len(r.cfg.URLs); n > 0 {
+		target = r.cfg.URLs[s.id%n]
+	}
+	c, err := wsgate.Dial(ctx, target, &wsgate.Options{
 		OnMessage:        s.onMessage,
 		OnClose:          s.onClose,
 		PingInterval:     -1,
@@ -501,7 +574,7 @@ func (r *pubsubRun) newPublisher(ctx context.Context) (*publisher, error) {
 		return p, nil
 	}
 	r.cc.attempted.Add(1)
-	c, err := wsgate.Dial(ctx, r.cfg.URL, &wsgate.Options{
+	c, err := wsgate.Dial(ctx, r.cfg.PublishURL, &wsgate.Options{
 		OnMessage:         p.onMessage,
 		OnClose:           p.onClose,
 		PingInterval:      -1,
@@ -709,6 +782,9 @@ func (r *pubsubRun) step(ctx context.Context, offered float64, d time.Duration, 
 	r.delivered.Store(0)
 	failedBefore := p.failed.Load()
 	srv.restartCPU()
+	if r.nodes != nil {
+		r.nodes.restart()
+	}
 	self := startSelf()
 
 	first := r.now()
@@ -721,6 +797,9 @@ func (r *pubsubRun) step(ctx context.Context, offered float64, d time.Duration, 
 	}
 	st.GeneratorCPU = self.stop().CPUPercent
 	st.Publications = uint64(sent)
+	if r.nodes != nil {
+		st.Nodes = r.nodes.report(st.Publications)
+	}
 	// Like Seconds: n publications on schedule take n/pubRate seconds.
 	pubWindow := pubSeconds + 1/pubRate
 	st.PublishedPerSec = float64(sent) / pubWindow
@@ -950,6 +1029,12 @@ func runPubSub(ctx context.Context, cfg *Config, rep *Report) error {
 		defer stop()
 	}
 
+	if len(cfg.NodePIDs) > 0 {
+		if r.nodes, err = openNodes(cfg.NodePIDs); err != nil {
+			return err
+		}
+		defer r.nodes.close()
+	}
 	r.subs = make([]*subscriber, cfg.N)
 	for i := range r.subs {
 		r.subs[i] = &subscriber{run: r, id: i}

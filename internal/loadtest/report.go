@@ -387,6 +387,9 @@ func (r *Report) writePubSub(row func(name, format string, args ...any)) {
 		}
 		row(fmt.Sprintf("%sstep %d", mark, i+1), "offered %s/s → %s deliveries/s, p99 %s, server CPU %.0f%%  %s",
 			group(uint64(st.OfferedPerSec+0.5)), group(uint64(st.DeliveriesPerSec+0.5)), p99, st.ServerCPU, verdict)
+		for _, n := range st.Nodes {
+			row("", "  pid %d: %.0f%% CPU, %.1f µs per publication", n.PID, n.CPUPercent, n.PerPublicationUS)
+		}
 	}
 	if ps.Best < 0 {
 		row("result", "no step passed")
