@@ -15,8 +15,9 @@
 #   latency  1,000 subscribers, 50 publications/s (50,000 deliveries/s):
 #            publish-to-receive p50/p99, and CPU per delivery;
 #   max      1,000 subscribers, rate doubled then bisected: deliveries/s.
-# and the RSS per idle subscribed connection on one node (IDLE_N).
-# Prints a Markdown table and writes every report as JSON lines.
+# and, first, the RSS per idle subscribed connection on one node (IDLE_N).
+# Prints a Markdown table, writes every report as JSON lines (OUT) and
+# keeps the processes' logs beside them (OUT.logs/).
 #
 # Usage: bench/run-cluster.sh [options]  (each option also has an env variable)
 #   --setups "a b"        setups to run (SETUPS; single nats3 embedded3)
@@ -78,13 +79,17 @@ stop_all() {
 	done
 	PIDS=()
 }
-trap 'stop_all; rm -rf "$TMP"' EXIT
+LOGS=
+# The processes' logs are kept beside the reports (OUT.logs/).
+trap 'stop_all; [ -z "$LOGS" ] || cp -r "$TMP"/*-h* "$LOGS" 2>/dev/null; rm -rf "$TMP"' EXIT
 trap 'exit 130' INT TERM
 
 cd "$ROOT"
 [ -n "$OUT" ] || OUT="bench/results/cluster-$(date +%Y%m%dT%H%M%S).jsonl"
 mkdir -p "$(dirname "$OUT")"
 : >"$OUT"
+LOGS=$OUT.logs
+mkdir -p "$LOGS"
 
 log "building into $TMP"
 go build -o "$TMP/wsgate" ./cmd/wsgate
@@ -168,17 +173,19 @@ for setup in $SETUPS; do
 		subs="$(URL 2),$(URL 3)"
 		[ "$setup" != single ] || subs=$(URL 1)
 		label="$setup history=$h"
-		bench "$label cost" "$subs" -measure rate -n 40 -deliveries 20000 -duration "$DURATION" -warmup "$WARMUP"
-		bench "$label latency" "$subs" -measure rate -n 1000 -deliveries 50000 -duration "$DURATION" -warmup "$WARMUP"
-		bench "$label max" "$subs" -measure max -n 1000 -deliveries 25000 -duration "$STEP" -warmup "$WARMUP" \
-			-max-lag 1s -precision 0.2 -max-steps 8
 		if [ "$IDLE_N" -gt 0 ] && [ "$h" = 1 ]; then
-			# One node's RSS per idle subscribed connection (the last node).
+			# One node's RSS per idle subscribed connection (the last node),
+			# first, while its heap holds nothing else.
 			log "$label idle: load $(cut -d' ' -f1-3 /proc/loadavg)"
 			"$TMP/wsgate-bench" pubsub -json -label "$label idle" -measure idle -n "$IDLE_N" -rate 5000 -hold 5s \
 				-pid "${PIDS[${#PIDS[@]}-1]}" "${subs##*,}" >>"$OUT" 2>"$TMP/last.txt" || true
 			grep -E '^ +(held|server|errors) ' "$TMP/last.txt" | sed 's/^/    /' >&2 || true
+			sleep 2
 		fi
+		bench "$label cost" "$subs" -measure rate -n 40 -deliveries 20000 -duration "$DURATION" -warmup "$WARMUP"
+		bench "$label latency" "$subs" -measure rate -n 1000 -deliveries 50000 -duration "$DURATION" -warmup "$WARMUP"
+		bench "$label max" "$subs" -measure max -n 1000 -deliveries 25000 -duration "$STEP" -warmup "$WARMUP" \
+			-max-lag 1s -precision 0.2 -max-steps 8
 		stop_all
 		sleep 1
 	done
