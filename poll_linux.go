@@ -33,9 +33,13 @@ type loop struct {
 	nready int
 	block  bool
 
-	mu      sync.Mutex
-	tasks   []task
-	waking  bool
+	mu    sync.Mutex
+	tasks []task
+	// asleep: the loop may be parked in wait, so post must write the
+	// eventfd. While it is awake, posted tasks run before it waits again
+	// and cost no system call; a loop that closes connections it serves,
+	// or adds the ones it accepted, never wakes itself.
+	asleep  bool
 	stopped bool   // the descriptors are closed: post must not touch them
 	running []task // the loop's own copy of tasks being run
 
@@ -115,10 +119,10 @@ func newLoop() (*loop, error) {
 }
 
 // wait returns ready events. It polls without blocking and, when nothing
-// is ready and no input is pending, parks in the runtime's poller until
+// is ready, no input is pending and no task is waiting (busy), parks in the runtime's poller until
 // the epoll descriptor becomes readable.
-func (l *loop) wait() (int, error) {
-	l.block = len(l.pending) == 0
+func (l *loop) wait(busy bool) (int, error) {
+	l.block = !busy && len(l.pending) == 0
 	if err := l.erc.Read(l.pollFn); err != nil {
 		return 0, err
 	}
@@ -148,21 +152,30 @@ func (l *loop) post(t task) {
 		return
 	}
 	l.tasks = append(l.tasks, t)
-	if !l.waking {
-		l.waking = true
+	if l.asleep {
+		l.asleep = false
 		var one = [8]byte{1}
-		unix.Write(l.evfd, one[:])
+		rawWrite(l.evfd, one[:])
 	}
 }
 
 func (l *loop) run() {
 	defer l.shutdown()
 	for {
-		n, err := l.wait()
+		// What was posted while the loop was awake runs now, before it
+		// waits; only an empty queue lets it sleep.
+		stop, more := l.runTasks(nanotime())
+		if stop {
+			return
+		}
+		n, err := l.wait(more)
 		if err != nil {
 			l.failAll(fmt.Errorf("%w: epoll: %w", ErrEngine, err))
 			return
 		}
+		l.mu.Lock()
+		l.asleep = false
+		l.mu.Unlock()
 		now := nanotime()
 		l.stats.wakeups.Add(1)
 		l.stats.events.Add(uint64(n))
@@ -170,9 +183,8 @@ func (l *loop) run() {
 			ev := &l.events[i]
 			fd := int(ev.Fd)
 			if fd == l.evfd {
-				if l.runTasks(now) {
-					return
-				}
+				var b [8]byte
+				rawRead(l.evfd, b[:])
 				continue
 			}
 			if fd >= len(l.conns) || l.conns[fd] == nil {
@@ -222,14 +234,28 @@ func (l *loop) serve(c *Conn, events uint32, now int64) {
 	}
 }
 
-// runTasks runs the posted tasks and reports whether the loop must exit.
-func (l *loop) runTasks(now int64) bool {
-	var b [8]byte
-	unix.Read(l.evfd, b[:])
+// runTasks runs the tasks posted so far and reports whether the loop must
+// exit and whether more were posted meanwhile. With none left it marks the
+// loop asleep, since it is about to wait: from then on post wakes it.
+func (l *loop) runTasks(now int64) (stop, more bool) {
 	l.mu.Lock()
-	l.running, l.tasks = l.tasks, l.running[:0]
-	l.waking = false
+	if len(l.tasks) > 0 {
+		l.running, l.tasks = l.tasks, l.running[:0]
+		l.mu.Unlock()
+		if l.runPosted(now) {
+			return true, false
+		}
+		l.mu.Lock()
+	}
+	more = len(l.tasks) > 0
+	l.asleep = !more
 	l.mu.Unlock()
+	return false, more
+}
+
+// runPosted runs one batch of posted tasks and reports whether one of them
+// stops the loop.
+func (l *loop) runPosted(now int64) bool {
 	stop := false
 	for i := range l.running {
 		t := l.running[i]
@@ -330,7 +356,7 @@ func (l *loop) close(c *Conn) {
 	// No EPOLL_CTL_DEL: ours is the only descriptor of the socket, and
 	// closing it removes it from the epoll set.
 	c.mu.Lock()
-	unix.Close(fd)
+	rawClose(fd)
 	c.mu.Unlock()
 	c.finish()
 }
@@ -544,6 +570,12 @@ func (c *Conn) flushFDLocked() (int, error) {
 // never wait: they are made as raw system calls, without telling the
 // scheduler that the goroutine might block (which costs more than the call
 // itself for small messages).
+
+// rawClose closes a socket the loop owns. Closing a socket without
+// SO_LINGER does not block, so it needs no hand-off of the P.
+func rawClose(fd int) {
+	syscall.RawSyscall(syscall.SYS_CLOSE, uintptr(fd), 0, 0)
+}
 
 func rawRead(fd int, p []byte) (int, error) {
 	if len(p) == 0 {

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -174,7 +175,7 @@ func (l *loop) other(fd int, events uint32, now int64) {
 // event (the listener is level-triggered: the rest wake a loop again).
 func (l *loop) accept(fl *fastListener, now int64) {
 	for range 64 {
-		nfd, sa, err := unix.Accept4(fl.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		nfd, remote, err := accept4(fl.fd)
 		switch err {
 		case nil:
 		case unix.EINTR, unix.ECONNABORTED:
@@ -193,7 +194,7 @@ func (l *loop) accept(fl *fastListener, now int64) {
 			unix.Close(nfd)
 			continue
 		}
-		p := &pendingConn{fl: fl, fd: nfd, remote: sockaddrAddrPort(sa), deadline: now + fl.timeout}
+		p := &pendingConn{fl: fl, fd: nfd, remote: remote, deadline: now + fl.timeout}
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(nfd)}
 		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, nfd, &ev); err != nil {
 			unix.Close(nfd)
@@ -378,7 +379,7 @@ func (l *loop) dropPending(p *pendingConn) {
 		putOut(p.buf)
 		p.buf = nil
 	}
-	unix.Close(p.fd) // closing removes it from the epoll set
+	rawClose(p.fd) // closing removes it from the epoll set
 	p.fd = -1
 }
 
@@ -392,23 +393,53 @@ func (l *loop) sweepPending(now int64) {
 	}
 }
 
-// sockaddrAddrPort converts an accepted peer's address.
+// accept4 accepts a connection, non-blocking and close-on-exec. Unlike
+// unix.Accept4 it asks the kernel nothing more (that one reads the socket's
+// protocol for every IPv4 peer) and allocates no Sockaddr.
+func accept4(lfd int) (int, netip.AddrPort, error) {
+	var rsa unix.RawSockaddrAny
+	n := uint32(unix.SizeofSockaddrAny)
+	fd, _, e := syscall.RawSyscall6(unix.SYS_ACCEPT4, uintptr(lfd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&n)), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+	if e != 0 {
+		return -1, netip.AddrPort{}, e
+	}
+	switch rsa.Addr.Family {
+	case unix.AF_INET:
+		a := (*unix.RawSockaddrInet4)(unsafe.Pointer(&rsa))
+		return int(fd), netip.AddrPortFrom(netip.AddrFrom4(a.Addr), ntohs(a.Port)), nil
+	case unix.AF_INET6:
+		a := (*unix.RawSockaddrInet6)(unsafe.Pointer(&rsa))
+		return int(fd), netip.AddrPortFrom(withZone(netip.AddrFrom16(a.Addr), a.Scope_id), ntohs(a.Port)), nil
+	}
+	return int(fd), netip.AddrPort{}, nil
+}
+
+// ntohs turns a port in network byte order into a number.
+func ntohs(p uint16) uint16 {
+	b := (*[2]byte)(unsafe.Pointer(&p))
+	return uint16(b[0])<<8 | uint16(b[1])
+}
+
+// sockaddrAddrPort converts a socket address.
 func sockaddrAddrPort(sa unix.Sockaddr) netip.AddrPort {
 	switch a := sa.(type) {
 	case *unix.SockaddrInet4:
 		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
 	case *unix.SockaddrInet6:
-		ip := netip.AddrFrom16(a.Addr)
-		if a.ZoneId != 0 {
-			if ifi, err := net.InterfaceByIndex(int(a.ZoneId)); err == nil {
-				ip = ip.WithZone(ifi.Name)
-			} else {
-				ip = ip.WithZone(strconv.Itoa(int(a.ZoneId)))
-			}
-		}
-		return netip.AddrPortFrom(ip, uint16(a.Port))
+		return netip.AddrPortFrom(withZone(netip.AddrFrom16(a.Addr), a.ZoneId), uint16(a.Port))
 	}
 	return netip.AddrPort{}
+}
+
+// withZone names the interface of a link-local IPv6 address.
+func withZone(ip netip.Addr, zone uint32) netip.Addr {
+	if zone == 0 {
+		return ip
+	}
+	if ifi, err := net.InterfaceByIndex(int(zone)); err == nil {
+		return ip.WithZone(ifi.Name)
+	}
+	return ip.WithZone(strconv.Itoa(int(zone)))
 }
 
 var _ syscall.Conn = (*replayConn)(nil)
