@@ -31,7 +31,7 @@ import (
 // (echo: replies, pubsub-max: deliveries) for the rest.
 func metricFor(cas string) func(*loadtest.Report) float64 {
 	switch {
-	case cas == "idle" || strings.HasPrefix(cas, "pubsub-idle"):
+	case cas == "idle" || strings.HasPrefix(cas, "pubsub-idle") || strings.HasPrefix(cas, "mem-"):
 		return func(r *loadtest.Report) float64 {
 			if r.Server == nil {
 				return 0
@@ -87,6 +87,7 @@ type Summary struct {
 	PerCPU     float64 `json:"per_server_cpu_sec,omitempty"` // median msgs (connects) per server CPU-second
 	P99us      float64 `json:"p99_us,omitempty"`
 	ServerCPU  float64 `json:"server_cpu_percent,omitempty"`
+	KernelKiB  float64 `json:"kernel_slab_per_conn_kib,omitempty"` // idle: median kernel slab growth per connection
 	GenCPU     float64 `json:"generator_cpu_percent,omitempty"`
 	ErrorCount uint64  `json:"errors"`
 }
@@ -154,7 +155,7 @@ func medians(reports []labeled) map[string]map[string]Summary {
 	out := map[string]map[string]Summary{}
 	for k, reps := range groups {
 		metric := metricFor(k.cas)
-		var vals, eff, p99, scpu, gcpu []float64
+		var vals, eff, p99, scpu, gcpu, kern []float64
 		var errs uint64
 		for _, r := range reps {
 			vals = append(vals, metric(r))
@@ -173,6 +174,9 @@ func medians(reports []labeled) map[string]map[string]Summary {
 			if r.Generator != nil {
 				gcpu = append(gcpu, r.Generator.CPUPercent)
 			}
+			if r.KernelSlabPerConnKiB != 0 {
+				kern = append(kern, r.KernelSlabPerConnKiB)
+			}
 			errs += r.ErrorCount
 		}
 		if out[k.server] == nil {
@@ -187,6 +191,7 @@ func medians(reports []labeled) map[string]map[string]Summary {
 			P99us:      median(p99),
 			ServerCPU:  median(scpu),
 			GenCPU:     median(gcpu),
+			KernelKiB:  median(kern),
 			ErrorCount: errs,
 		}
 	}
@@ -254,23 +259,30 @@ func writeMarkdown(w io.Writer, res Results) {
 	m := res.Medians
 	fmt.Fprintf(w, "Machine: %s, %d CPUs, Linux %s, %s. Generated %s.\n",
 		res.Machine.CPU, res.Machine.NumCPU, res.Machine.Kernel, res.Machine.Go, res.Generated.Format(time.RFC3339))
-	echo, ps := splitCases(m)
+	echo, ps, mem := splitCases(m)
 	if len(echo) > 0 {
 		writeEcho(w, echo)
 	}
 	if len(ps) > 0 {
 		writePubSub(w, ps)
 	}
+	if len(mem) > 0 {
+		writeMemory(w, mem)
+	}
 }
 
-// splitCases separates the echo matrix from the pubsub matrix.
-func splitCases(m map[string]map[string]Summary) (echo, ps map[string]map[string]Summary) {
-	echo, ps = map[string]map[string]Summary{}, map[string]map[string]Summary{}
+// splitCases separates the echo matrix, the pubsub matrix and the memory
+// cases (bench/idle.sh).
+func splitCases(m map[string]map[string]Summary) (echo, ps, mem map[string]map[string]Summary) {
+	echo, ps, mem = map[string]map[string]Summary{}, map[string]map[string]Summary{}, map[string]map[string]Summary{}
 	for server, cases := range m {
 		for cas, sm := range cases {
 			dst := echo
-			if strings.HasPrefix(cas, "pubsub-") {
+			switch {
+			case strings.HasPrefix(cas, "pubsub-"):
 				dst = ps
+			case strings.HasPrefix(cas, "mem-"):
+				dst = mem
 			}
 			if dst[server] == nil {
 				dst[server] = map[string]Summary{}
@@ -278,7 +290,7 @@ func splitCases(m map[string]map[string]Summary) (echo, ps map[string]map[string
 			dst[server][cas] = sm
 		}
 	}
-	return echo, ps
+	return echo, ps, mem
 }
 
 // writeEcho writes the tables of the echo matrix (bench/run.sh).

@@ -77,3 +77,32 @@ func TestPubSubTables(t *testing.T) {
 		}
 	}
 }
+
+func TestMemoryTables(t *testing.T) {
+	in := `
+{"mode":"idle","label":"wsgate mem-plain-n19000","kernel_slab_per_conn_kib":8,"server":{"pid":1,"rss_per_conn_kib":1.0}}
+{"mode":"idle","label":"wsgate mem-plain-n19000","kernel_slab_per_conn_kib":9,"server":{"pid":1,"rss_per_conn_kib":1.2}}
+{"mode":"idle","label":"wsgate mem-plain-n19000","kernel_slab_per_conn_kib":10,"server":{"pid":1,"rss_per_conn_kib":1.1}}
+{"mode":"idle","label":"nbio mem-plain-n19000","kernel_slab_per_conn_kib":8,"server":{"pid":1,"rss_per_conn_kib":1.0}}
+{"mode":"idle","label":"nbio mem-plain-n5000","kernel_slab_per_conn_kib":8,"server":{"pid":1,"rss_per_conn_kib":2.0}}
+{"mode":"idle","label":"gws mem-deflate-n19000","kernel_slab_per_conn_kib":8,"server":{"pid":1,"rss_per_conn_kib":20}}
+{"mode":"idle","label":"wsgate mem-deflate-n19000","kernel_slab_per_conn_kib":8,"server":{"pid":1,"rss_per_conn_kib":2}}
+`
+	reports, err := decode(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	writeMarkdown(&b, Results{Medians: medians(reports)})
+	out := b.String()
+	for _, want := range []string{
+		"| server | never used, 5,000 conns | never used, 19,000 conns | deflate, after traffic, 19,000 conns |",
+		"| **wsgate** | – | **1.10 KiB (1.00–1.20)** | **2.00 KiB** |",
+		"| **wsgate ÷ lowest other** | – | **1.10** nbio | **0.10** gws |",
+		"| **wsgate** | – | **9.00 KiB** | **8.00 KiB** |", // kernel slab, medians
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("tables lack %q:\n%s", want, out)
+		}
+	}
+}

@@ -2,7 +2,10 @@ package loadtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"sync/atomic"
 	"time"
 
@@ -49,10 +52,38 @@ func runIdle(ctx context.Context, cfg *Config, rep *Report) error {
 		defer stop()
 	}
 
+	// -traffic and -compress: connections driven by hand (idle_traffic.go).
+	byHand := cfg.Traffic > 0 || cfg.Compress
+	var (
+		u        *url.URL
+		raw      []net.Conn
+		deflated atomic.Int64
+	)
+	if byHand {
+		if u, err = url.Parse(cfg.URL); err != nil {
+			return fmt.Errorf("%w: %w", ErrUsage, err)
+		}
+		raw = make([]net.Conn, cfg.N)
+	}
+
+	slabBefore := slabKiB()
 	srv := watchProc(cfg.PID)
 	start := time.Now()
 	ramp(ctx, cfg.N, cfg.Rate, 64, func(i int) bool {
 		cc.attempted.Add(1)
+		if byHand {
+			nc, deflate, err := trafficConn(ctx, d, u, cfg)
+			if err != nil {
+				return dialFailed(ctx, errs, err)
+			}
+			if deflate {
+				deflated.Add(1)
+			}
+			raw[i] = nc
+			alive.Add(1)
+			cc.established.Add(1)
+			return true
+		}
 		c, err := wsgate.Dial(ctx, cfg.URL, &opts)
 		if err != nil {
 			return dialFailed(ctx, errs, err)
@@ -66,11 +97,33 @@ func runIdle(ctx context.Context, cfg *Config, rep *Report) error {
 	holdStart := time.Now()
 	sleepCtx(ctx, cfg.Hold)
 	rep.Seconds = time.Since(holdStart).Seconds()
+	if byHand {
+		// Nothing watches these sockets while they idle: count the ones
+		// the server ended.
+		for _, nc := range raw {
+			if nc != nil && peerClosed(nc) {
+				alive.Add(-1)
+				errs.add("closed by the server while idle", errors.New("the server closed an idle connection"))
+			}
+		}
+	}
 	held := alive.Load()
+	if slabAfter := slabKiB(); slabBefore >= 0 && slabAfter >= 0 && held > 0 {
+		rep.KernelSlabPerConnKiB = float64(slabAfter-slabBefore) / float64(held)
+	}
 	srvStats, srvErr := srv.finish(false)
 
 	closing.Store(true)
 	closeAll(conns, 10*time.Second)
+	for _, nc := range raw {
+		if nc != nil {
+			nc.Close()
+		}
+	}
+	if byHand {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%d messages of %d B in %d fragments per connection before idling; permessage-deflate offered: %t, agreed on %d connections",
+			cfg.Traffic, cfg.Size, cfg.Fragments, cfg.Compress, deflated.Load()))
+	}
 
 	rep.Attempted, rep.Established = cc.attempted.Load(), cc.established.Load()
 	rep.Held = uint64(max(held, 0))

@@ -98,6 +98,14 @@ type Config struct {
 	N    int           // connections to open
 	Rate float64       // new connections per second; defaults to 5,000
 	Hold time.Duration // how long to hold them once established
+	// Traffic is how many messages of Size bytes each connection sends,
+	// in Fragments fragments (each written in two pieces, apart), and has
+	// echoed before it goes idle: the server's memory after traffic.
+	Traffic   int
+	Fragments int // defaults to 4
+	// Compress offers permessage-deflate the way browsers do (the client
+	// may keep its context) and compresses what Traffic sends.
+	Compress bool
 
 	// slow
 	Slow     int // clients that write but never read
@@ -195,6 +203,9 @@ func (c *Config) Defaults() {
 	}
 	if c.N <= 0 {
 		c.N = 1000
+	}
+	if c.Fragments <= 0 {
+		c.Fragments = 4
 	}
 	if c.Hold <= 0 {
 		c.Hold = 10 * time.Second

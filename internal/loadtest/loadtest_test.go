@@ -255,3 +255,96 @@ func TestStamp(t *testing.T) {
 		}
 	}
 }
+
+// deflateEchoServer is echoServer with permessage-deflate on (or off) and
+// clients allowed to keep their compression context, like a browser's.
+func deflateEchoServer(t *testing.T, compression bool) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := wsgate.Upgrade(w, r, &wsgate.Options{
+			PingInterval:          -1,
+			Compression:           compression,
+			ClientContextTakeover: true,
+			ReadLimit:             -1,
+			OnMessage: func(c *wsgate.Conn, typ wsgate.MessageType, data []byte) {
+				c.Write(context.Background(), typ, data)
+			},
+		})
+		if err != nil {
+			return
+		}
+		c.Write(context.Background(), wsgate.TextMessage, []byte("heartbeat"))
+	}))
+	t.Cleanup(srv.Close)
+	return "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
+}
+
+func TestIdleTraffic(t *testing.T) {
+	for _, tc := range []struct {
+		name                  string
+		compress, compression bool
+		agreed                string
+	}{
+		{"plain", false, false, "offered: false, agreed on 0"},
+		{"deflate", true, true, "offered: true, agreed on 12"},
+		{"refused", true, false, "offered: true, agreed on 0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep := run(t, Config{
+				Mode: ModeIdle, URL: deflateEchoServer(t, tc.compression), N: 12, Rate: 1000, Hold: 100 * time.Millisecond,
+				Traffic: 2, Size: 40000, Fragments: 3, Compress: tc.compress, PID: os.Getpid(),
+			})
+			noErrors(t, rep)
+			if rep.Established != 12 || rep.Held != 12 {
+				t.Errorf("established %d, held %d, want 12", rep.Established, rep.Held)
+			}
+			if len(rep.Notes) == 0 || !strings.Contains(rep.Notes[0], tc.agreed) {
+				t.Errorf("notes %q, want %q", rep.Notes, tc.agreed)
+			}
+		})
+	}
+}
+
+func TestIdleTrafficServerCloses(t *testing.T) {
+	// A server that takes no message over 1 KiB closes every connection
+	// during the traffic: each one is an error, none is held.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		wsgate.Upgrade(w, r, &wsgate.Options{PingInterval: -1, ReadLimit: 1024})
+	}))
+	t.Cleanup(srv.Close)
+	rep, err := Run(context.Background(), Config{
+		Mode: ModeIdle, URL: "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws", N: 5, Rate: 1000,
+		Hold: 50 * time.Millisecond, Traffic: 1, Size: 4096,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Held != 0 || rep.ErrorCount != 5 {
+		t.Errorf("held %d, errors %d (%+v), want 0 and 5", rep.Held, rep.ErrorCount, rep.Errors)
+	}
+}
+
+func TestFragmentFrames(t *testing.T) {
+	wire := bytes.Repeat([]byte("x"), 1000)
+	for _, n := range []int{1, 3, 4, 1000, 5000} {
+		frames := fragmentFrames(wire, true, true, n)
+		total := 0
+		for i, f := range frames {
+			fin, rsv1, op := f[0]&0x80 != 0, f[0]&0x40 != 0, f[0]&0x0f
+			if fin != (i == len(frames)-1) || rsv1 != (i == 0) || (op == 2) != (i == 0) || (i > 0 && op != 0) {
+				t.Errorf("n=%d frame %d: header %08b", n, i, f[0])
+			}
+			hdr := 2 + 4
+			switch f[1] & 0x7f {
+			case 126:
+				hdr += 2
+			case 127:
+				hdr += 8
+			}
+			total += len(f) - hdr
+		}
+		if total != len(wire) || len(frames) != min(n, len(wire)) {
+			t.Errorf("n=%d: %d frames carrying %d bytes", n, len(frames), total)
+		}
+	}
+}

@@ -141,3 +141,22 @@ func (m cpuMeter) percent() float64 {
 	}
 	return float64(t-m.start) / float64(wall) * 100
 }
+
+// slabKiB returns the kernel's slab memory (/proc/meminfo Slab) in KiB,
+// or -1 when it cannot be read.
+func slabKiB() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Slab:"); ok {
+			v, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				return -1
+			}
+			return v
+		}
+	}
+	return -1
+}

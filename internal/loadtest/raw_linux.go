@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -363,4 +364,25 @@ func detachFD(nc net.Conn) (int, error) {
 		return -1, err
 	}
 	return fd, nil
+}
+
+// peerClosed reports, without waiting, whether the peer of an idle socket
+// has ended the connection (or sent something, which an idle server must
+// not either).
+func peerClosed(nc net.Conn) bool {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	closed := false
+	rc.Control(func(fd uintptr) {
+		var b [1]byte
+		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		closed = err != unix.EAGAIN && (err != nil || n == 0)
+	})
+	return closed
 }

@@ -37,6 +37,10 @@ type Report struct {
 	// the ramp took.
 	Held        uint64  `json:"held,omitempty"`
 	RampSeconds float64 `json:"ramp_seconds,omitempty"`
+	// idle: growth of the kernel's slab memory (/proc/meminfo Slab) over
+	// the ramp and hold, per held connection. On loopback both ends are
+	// on this machine, so it counts two sockets per connection.
+	KernelSlabPerConnKiB float64 `json:"kernel_slab_per_conn_kib,omitempty"`
 
 	// echo and slow: measured replies; connect: completed cycles; pubsub:
 	// deliveries of the best (max) or measured (rate) step, or cycles.
@@ -234,6 +238,9 @@ func (r *Report) WriteText(w io.Writer) {
 		}
 	case ModeIdle:
 		row("held", "%s connections for %.1fs (ramp took %.1fs)", group(r.Held), r.Seconds, r.RampSeconds)
+		if r.KernelSlabPerConnKiB != 0 {
+			row("kernel", "slab memory %.2f KiB per connection (both ends, loopback)", r.KernelSlabPerConnKiB)
+		}
 	case ModePubSub:
 		r.writePubSub(row)
 	}

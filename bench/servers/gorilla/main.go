@@ -1,5 +1,6 @@
 // Command gorilla is a baseline: gorilla/websocket with one goroutine per
-// connection running a plain read-then-write echo loop.
+// connection running a plain read-then-write echo loop; -compress turns on
+// its permessage-deflate (always without context takeover).
 package main
 
 import (
@@ -33,6 +34,7 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:9002", "listen address")
 	certFile := flag.String("tls-cert", "", "serve TLS (wss://) with this PEM certificate file, with -tls-key")
 	keyFile := flag.String("tls-key", "", "PEM key file of -tls-cert")
+	flag.BoolVar(&upgrader.EnableCompression, "compress", false, "negotiate permessage-deflate")
 	flag.Parse()
 	http.HandleFunc("/ws", serveWS)
 	log.Printf("gorilla: echo on ws://%s/ws", *addr)

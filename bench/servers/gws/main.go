@@ -1,6 +1,8 @@
 // Command gws is a baseline: lxzan/gws set up as its README recommends
 // (an Upgrader in a net/http handler, one ReadLoop goroutine per
-// connection), with parallel message handling and compression off.
+// connection), with parallel message handling off and compression off
+// unless -compress is given (then gws's defaults: permessage-deflate
+// without context takeover on either side).
 package main
 
 import (
@@ -25,11 +27,14 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:9003", "listen address")
 	certFile := flag.String("tls-cert", "", "serve TLS (wss://) with this PEM certificate file, with -tls-key")
 	keyFile := flag.String("tls-key", "", "PEM key file of -tls-cert")
+	compress := flag.Bool("compress", false, "negotiate permessage-deflate with gws's default settings")
 	flag.Parse()
-	up := gws.NewUpgrader(echo{}, &gws.ServerOption{
+	opt := &gws.ServerOption{
 		ParallelEnabled: false,
 		Recovery:        gws.Recovery,
-	})
+	}
+	opt.PermessageDeflate.Enabled = *compress
+	up := gws.NewUpgrader(echo{}, opt)
 	http.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
 		c, err := up.Upgrade(w, r)
 		if err != nil {
