@@ -236,26 +236,70 @@ var errInflateTooBig = errors.New("inflated message too big")
 // empty final block, so the reader stops cleanly.
 var deflateTail = []byte{0x00, 0x00, 0xff, 0xff, 0x01, 0x00, 0x00, 0xff, 0xff}
 
-// inflater inflates one message, possibly in several steps.
+// inflater inflates one message, possibly in several steps. Its output
+// grows in buffers from the frame pools (getOut): whoever takes the
+// message gives the buffer back (putOut) or copies it.
 type inflater struct {
 	fr    io.ReadCloser // pooled; implements flate.Resetter
+	src   inflateSource
 	op    byte
 	limit int64 // -1: none
 	out   []byte
 }
 
+// inflateSource feeds a compressed payload and then deflateTail to the
+// flate reader. It is an io.ByteReader, so that the reader takes it as it
+// is instead of wrapping it in a new bufio.Reader for every message.
+type inflateSource struct {
+	p    []byte
+	tail int // bytes of deflateTail already read
+}
+
+func (s *inflateSource) Read(b []byte) (int, error) {
+	if len(s.p) > 0 {
+		n := copy(b, s.p)
+		s.p = s.p[n:]
+		return n, nil
+	}
+	if s.tail == len(deflateTail) {
+		return 0, io.EOF
+	}
+	n := copy(b, deflateTail[s.tail:])
+	s.tail += n
+	return n, nil
+}
+
+func (s *inflateSource) ReadByte() (byte, error) {
+	if len(s.p) > 0 {
+		b := s.p[0]
+		s.p = s.p[1:]
+		return b, nil
+	}
+	if s.tail == len(deflateTail) {
+		return 0, io.EOF
+	}
+	b := deflateTail[s.tail]
+	s.tail++
+	return b, nil
+}
+
+// exhaustedSource is what a pooled flate reader points at: it only ever
+// reports io.EOF, so it is never written and may be shared.
+var exhaustedSource = &inflateSource{tail: len(deflateTail)}
+
 // startInflate prepares to inflate the compressed payload p of a message
 // with opcode op, at most limit bytes (-1: no limit). p must stay unchanged
 // until the inflater is closed.
 func (d *deflater) startInflate(p []byte, op byte, limit int64) *inflater {
-	src := io.MultiReader(bytes.NewReader(p), bytes.NewReader(deflateTail))
+	in := &inflater{src: inflateSource{p: p}, op: op, limit: limit}
 	fr, _ := flateReaders.Get().(io.ReadCloser)
 	if fr == nil {
-		fr = flate.NewReaderDict(src, d.dict)
+		fr = flate.NewReaderDict(&in.src, d.dict)
 	} else {
-		fr.(flate.Resetter).Reset(src, d.dict)
+		fr.(flate.Resetter).Reset(&in.src, d.dict)
 	}
-	return &inflater{fr: fr, op: op, limit: limit}
+	in.fr = fr
+	return in
 }
 
 // step inflates at most quota more bytes (all of them when quota < 0),
@@ -266,16 +310,17 @@ func (in *inflater) step(c *Conn, quota int) (done bool, err error) {
 	produced := 0
 	for quota < 0 || produced < quota {
 		if len(in.out) == cap(in.out) {
-			n := max(2*cap(in.out), 4096)
+			n := max(2*cap(in.out), outSmallSize)
 			if in.limit >= 0 {
 				n = int(min(int64(n), in.limit+1))
 				if n <= len(in.out) {
 					return true, errInflateTooBig
 				}
 			}
-			nb := make([]byte, len(in.out), n)
+			nb := getOut(n)[:len(in.out)]
 			copy(nb, in.out)
 			c.charge(int64(cap(nb) - cap(in.out)))
+			putOut(in.out)
 			in.out = nb
 		}
 		k, rerr := in.fr.Read(in.out[len(in.out):cap(in.out)])
@@ -297,10 +342,18 @@ func (in *inflater) step(c *Conn, quota int) (done bool, err error) {
 // close returns the flate reader to its pool.
 func (in *inflater) close() {
 	if in.fr != nil {
-		in.fr.(flate.Resetter).Reset(bytes.NewReader(nil), nil)
+		in.fr.(flate.Resetter).Reset(exhaustedSource, nil)
 		flateReaders.Put(in.fr)
 		in.fr = nil
 	}
+}
+
+// discard closes the inflater and gives its output buffer back: for a
+// message that is abandoned.
+func (in *inflater) discard() {
+	in.close()
+	putOut(in.out)
+	in.out = nil
 }
 
 // remember keeps the end of an inflated message as the dictionary of the

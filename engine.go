@@ -267,19 +267,24 @@ func (c *Conn) run(nc net.Conn, leftover []byte) {
 	go c.readNet(leftover)
 }
 
-// Pools of buffers for queued frames (two sizes: a small one for the
-// usual burst of pushes, a large one for bigger backlogs) and for
-// compressed payloads. The frame buffers are pooled as array pointers, so
-// that giving one back allocates nothing.
+// Pools of buffers for queued frames and reassembled messages (three
+// sizes: a small one for the usual burst of pushes, a large one for bigger
+// backlogs and messages, and one of twice that, so that a 32 KiB message
+// with its frame header, or a 32 KiB backlog that doubles, still comes from
+// a pool instead of leaving garbage behind every time) and for compressed
+// payloads. The frame buffers are pooled as array pointers, so that giving
+// one back allocates nothing.
 var (
 	outSmall sync.Pool // *[outSmallSize]byte
 	outLarge sync.Pool // *[outLargeSize]byte
+	outHuge  sync.Pool // *[outHugeSize]byte
 	bufPool  sync.Pool // *[]byte
 )
 
 const (
 	outSmallSize = 4 << 10
 	outLargeSize = 32 << 10
+	outHugeSize  = 64 << 10
 )
 
 // getOut returns an empty buffer with room for at least n bytes.
@@ -295,8 +300,23 @@ func getOut(n int) []byte {
 			return p[:0]
 		}
 		return new([outLargeSize]byte)[:0]
+	case n <= outHugeSize:
+		if p, ok := outHuge.Get().(*[outHugeSize]byte); ok {
+			return p[:0]
+		}
+		return new([outHugeSize]byte)[:0]
 	}
 	return make([]byte, 0, n)
+}
+
+// isPooledOut reports whether b has the capacity of a pooled buffer, so
+// that putOut would keep it.
+func isPooledOut(b []byte) bool {
+	switch cap(b) {
+	case outSmallSize, outLargeSize, outHugeSize:
+		return true
+	}
+	return false
 }
 
 // putOut gives a buffer from getOut back.
@@ -306,6 +326,8 @@ func putOut(b []byte) {
 		outSmall.Put((*[outSmallSize]byte)(b[:outSmallSize]))
 	case outLargeSize:
 		outLarge.Put((*[outLargeSize]byte)(b[:outLargeSize]))
+	case outHugeSize:
+		outHuge.Put((*[outHugeSize]byte)(b[:outHugeSize]))
 	}
 }
 

@@ -143,6 +143,33 @@ func TestDeflateRoundTrip(t *testing.T) {
 	}
 }
 
+// Inflating a message takes its output from the frame pools and its
+// flate reader from a pool: once warm, the only allocation left is the
+// inflater itself, however many messages a connection receives.
+func TestInflateReusesBuffers(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector makes sync.Pool drop buffers")
+	}
+	msg := bytes.Repeat([]byte("pooled inflate "), 4096/15)
+	z := (&deflater{}).compress(nil, msg)
+	d := &deflater{}
+	c := &Conn{}
+	inflate := func() {
+		in := d.startInflate(z, opBinary, -1)
+		if done, err := in.step(c, -1); !done || err != nil {
+			t.Fatalf("step: done %v, %v", done, err)
+		}
+		if !bytes.Equal(in.out, msg) {
+			t.Fatal("inflated message differs")
+		}
+		in.discard()
+	}
+	inflate()
+	if n := testing.AllocsPerRun(100, inflate); n > 1 {
+		t.Errorf("%.1f allocations per inflated message, want at most 1", n)
+	}
+}
+
 // A peer that keeps its compression context refers back to earlier
 // messages; the deflater keeps the window to follow it.
 func TestDeflateContextTakeover(t *testing.T) {

@@ -72,7 +72,7 @@ const inflateStep = 256 << 10
 
 func (rs *readState) release() {
 	if rs.inflating != nil {
-		rs.inflating.close()
+		rs.inflating.discard()
 		rs.inflating = nil
 	}
 	rs.msg = nil
@@ -419,6 +419,7 @@ func (c *Conn) continueInflate() bool {
 	c.charge(-int64(cap(out)))
 	c.releaseMsg()
 	if err != nil {
+		putOut(out)
 		if err == errInflateTooBig {
 			c.failTooBig()
 		} else {
@@ -427,11 +428,18 @@ func (c *Conn) continueInflate() bool {
 		return true
 	}
 	if in.op == opText && !utf8.Valid(out) {
+		putOut(out)
 		c.fail(StatusInvalidFramePayloadData, "invalid UTF-8")
 		return true
 	}
 	c.deflate.remember(c, out)
-	c.deliver(MessageType(in.op), out, true)
+	// A pooled buffer goes back once OnMessage returns (the receive queue
+	// gets a copy of the message's size); a larger one is the message's.
+	pooled := isPooledOut(out)
+	c.deliver(MessageType(in.op), out, !pooled)
+	if pooled {
+		putOut(out)
+	}
 	return true
 }
 

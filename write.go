@@ -62,7 +62,7 @@ func (c *Conn) write(ctx context.Context, op byte, rsv1 bool, p, frame []byte, s
 	}
 	c.msgsOut.Add(1)
 	c.bytesOut.Add(uint64(size))
-	if c.server && c.fd >= 0 && c.q.outOff == len(c.q.out) && !c.corked {
+	if c.server && c.fd >= 0 && c.q.outOff == len(c.q.out) && (!c.corked || len(p)+len(frame) >= directWriteMin) {
 		err := c.writeDirectLocked(op, rsv1, p, frame, size)
 		c.mu.Unlock()
 		c.budgetCheck()
@@ -84,6 +84,12 @@ func (c *Conn) write(ctx context.Context, op byte, rsv1 bool, p, frame []byte, s
 	c.budgetCheck()
 	return err
 }
+
+// directWriteMin is the size from which a message is written straight
+// from the caller's buffer even while the loop corks the connection: a
+// frame that large costs a system call of its own anyway, and copying it
+// into the queue first would only take a large buffer for nothing.
+const directWriteMin = 16 << 10
 
 // writeDirectLocked writes a message straight from the caller's buffer
 // when nothing is queued: no copy, no goroutine. What the socket does not

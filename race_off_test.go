@@ -1,0 +1,5 @@
+//go:build !race
+
+package wsgate
+
+const raceEnabled = false
