@@ -193,6 +193,7 @@ type websocketSection struct {
 	MessageSizeLimit *int64 `yaml:"message_size_limit" json:"message_size_limit"`
 	MemoryBudget     *int64 `yaml:"memory_budget" json:"memory_budget"`
 	Compression      *bool  `yaml:"compression" json:"compression"`
+	EventLoops       *int   `yaml:"event_loops" json:"event_loops"`
 }
 
 type echoSection struct {
@@ -530,6 +531,7 @@ func effectiveFileConfig(o options) (fileConfig, error) {
 			MessageSizeLimit: &c.MaxMessageSize,
 			MemoryBudget:     &c.MemoryBudget,
 			Compression:      &c.Compression,
+			EventLoops:       &c.EventLoops,
 		},
 		Echo:     echoSection{Heartbeat: zeroIfNegative(c.Heartbeat)},
 		Shutdown: shutdownSection{Timeout: dur(c.ShutdownTimeout)},

@@ -144,6 +144,9 @@ var settings = []setting{
 	{flag: "compression", key: "websocket.compression", field: "Compression", def: "false",
 		usage: "enable permessage-deflate compression on /ws for clients that offer it",
 		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return boolFlag{&fc.WebSocket.Compression} }},
+	{flag: "event-loops", key: "websocket.event_loops", field: "EventLoops", typ: "int", def: "0",
+		usage: "event loops serving the WebSocket connections; 0 means one per GOMAXPROCS (the cores the process may use)",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return intFlag{&fc.WebSocket.EventLoops} }},
 	{flag: "token-hmac-secret", key: "client.token.hmac_secret_key", field: "Tokens.HMACSecret", typ: "secret",
 		usage: "HMAC `secret` that verifies HS256 connection and subscription tokens (JWT) on /connection/websocket; prefer the environment or the file, since a flag shows in ps",
 		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return stringPtrFlag{&fc.Client.Token.HMACSecretKey} }},
@@ -437,6 +440,13 @@ func (o *options) apply(fc *fileConfig, sources map[string]source) error {
 	}
 	if p := fc.WebSocket.Compression; p != nil {
 		c.Compression = *p
+	}
+	if p := fc.WebSocket.EventLoops; p != nil {
+		if *p < 0 {
+			bad("event-loops", *p, "must be 0 (one per GOMAXPROCS) or more")
+		} else {
+			c.EventLoops = *p
+		}
 	}
 	o.logFormat = "text"
 	if p := fc.Log.Format; p != nil {

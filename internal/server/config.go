@@ -104,6 +104,12 @@ type Config struct {
 	// it.
 	Compression bool
 
+	// EventLoops is how many event loops serve the WebSocket connections
+	// (wsgate.SetEventLoops, a setting of the whole process). Zero means
+	// one per GOMAXPROCS; more than the cores only adds wake-ups, fewer
+	// leaves cores to the rest of the process.
+	EventLoops int
+
 	// AllowedHosts lists the Host header values the server answers, on
 	// every route; a request for another host gets 421 (misdirected
 	// request). A pattern is a host name in path.Match syntax
@@ -446,6 +452,9 @@ func (c Config) withDefaults() (Config, error) {
 		hosts = append(hosts, p)
 	}
 	c.AllowedHosts = hosts
+	if c.EventLoops < 0 {
+		bad("EventLoops", c.EventLoops, "must be 0 (one per GOMAXPROCS) or more")
+	}
 	if c.APIAddr != "" {
 		if _, _, err := net.SplitHostPort(c.APIAddr); err != nil {
 			bad("APIAddr", c.APIAddr, "want host:port, e.g. 127.0.0.1:8000")

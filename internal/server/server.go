@@ -137,6 +137,9 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	opts.OnMessage = echo
 	opts.OnOpen = func(c *wsgate.Conn) { s.opened(c, false) }
 	opts.OnClose = s.onClose
+	if cfg.EventLoops > 0 {
+		wsgate.SetEventLoops(cfg.EventLoops)
+	}
 	if cfg.MemoryBudget > 0 {
 		s.budget = wsgate.NewBudget(cfg.MemoryBudget)
 		opts.Budget = s.budget
@@ -518,6 +521,7 @@ func (s *Server) logStartup(addr net.Addr) {
 		"ping_interval", c.PingInterval,
 		"ping_timeout", c.PingTimeout,
 		"compression", c.Compression,
+		"event_loops", c.EventLoops,
 		"tls", s.certs != nil,
 		"metrics", s.metricsWhere(),
 		"admin_addr", s.adminAddrString(),

@@ -668,12 +668,12 @@ func TestConfigDefaults(t *testing.T) {
 
 func TestConfigFieldErrors(t *testing.T) {
 	t.Parallel()
-	_, err := Config{ReadTimeout: time.Second, WriteTimeout: -1, MaxHeaderBytes: 1 << 20, AllowedHosts: []string{"::1"}}.withDefaults()
+	_, err := Config{ReadTimeout: time.Second, WriteTimeout: -1, MaxHeaderBytes: 1 << 20, AllowedHosts: []string{"::1"}, EventLoops: -2}.withDefaults()
 	var fields []string
 	for _, fe := range FieldErrors(err) {
 		fields = append(fields, fe.Field)
 	}
-	want := []string{"WriteTimeout", "ReadTimeout", "MaxHeaderBytes", "AllowedHosts"}
+	want := []string{"WriteTimeout", "ReadTimeout", "MaxHeaderBytes", "AllowedHosts", "EventLoops"}
 	if !reflect.DeepEqual(fields, want) {
 		t.Errorf("invalid fields %q, want %q (error %v)", fields, want, err)
 	}
