@@ -205,6 +205,28 @@ type HealthChecker interface {
 	Healthy() error
 }
 
+// StatsReporter is implemented by brokers that report figures for
+// monitoring; the server exports them as metrics.
+type StatsReporter interface {
+	// BrokerStats returns the broker's figures now. It may ask the message
+	// bus, so it takes a context and may fail.
+	BrokerStats(ctx context.Context) (Stats, error)
+}
+
+// Stats are a broker's figures (see StatsReporter).
+type Stats struct {
+	// HistoryPublications is how many publications the broker holds in
+	// history, over all channels (what History could still return, and
+	// for a message bus also what it keeps until expiry).
+	HistoryPublications uint64
+	// HistoryBytes is the storage they take: payload bytes for Memory,
+	// the stream's stored bytes for a message bus.
+	HistoryBytes uint64
+	// Reconnects is how many times the broker reconnected to its message
+	// bus since it started (0 for a broker without one).
+	Reconnects uint64
+}
+
 // ErrUnavailable means the broker cannot serve the request now (for
 // example while reconnecting to its message bus); the request may be
 // retried.

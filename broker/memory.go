@@ -43,6 +43,7 @@ var (
 	_ Broker          = (*Memory)(nil)
 	_ PresenceManager = (*Memory)(nil)
 	_ Closer          = (*Memory)(nil)
+	_ StatsReporter   = (*Memory)(nil)
 )
 
 // MemoryConfig configures a Memory broker. The zero value means the
@@ -591,4 +592,25 @@ func newEpoch() string {
 	var b [6]byte
 	rand.Read(b[:])
 	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// BrokerStats counts the publications Memory holds in history and their
+// payload bytes. It visits every channel with history, shard by shard.
+func (m *Memory) BrokerStats(ctx context.Context) (Stats, error) {
+	var st Stats
+	for i := range m.shards {
+		if err := ctx.Err(); err != nil {
+			return Stats{}, err
+		}
+		sh := &m.shards[i]
+		sh.mu.Lock()
+		for _, s := range sh.streams {
+			st.HistoryPublications += uint64(len(s.pubs))
+			for _, p := range s.pubs {
+				st.HistoryBytes += uint64(len(p.Data))
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return st, nil
 }

@@ -135,6 +135,34 @@ func TestMemoryOffsetsAndEpoch(t *testing.T) {
 	}
 }
 
+// BrokerStats counts what history holds: trimmed and removed publications
+// are gone from it, publications without history never enter it.
+func TestMemoryBrokerStats(t *testing.T) {
+	m := runMemory(t, MemoryConfig{}, newRecorder())
+	if st, err := m.BrokerStats(ctx); err != nil || st != (Stats{}) {
+		t.Fatalf("empty broker: %+v, %v", st, err)
+	}
+	for range 5 {
+		m.Publish(ctx, "a", []byte(`"0123456789"`), histOpts(3)) // 12 bytes, 3 kept
+	}
+	m.Publish(ctx, "b", []byte(`{}`), histOpts(10))
+	m.Publish(ctx, "c", []byte(`{"not":"kept"}`), PublishOptions{})
+	if st, _ := m.BrokerStats(ctx); st != (Stats{HistoryPublications: 4, HistoryBytes: 3*12 + 2}) {
+		t.Fatalf("stats %+v, want 4 publications of 38 bytes", st)
+	}
+	if err := m.RemoveHistory(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := m.BrokerStats(ctx); st != (Stats{HistoryPublications: 1, HistoryBytes: 2}) {
+		t.Fatalf("stats after RemoveHistory: %+v", st)
+	}
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := m.BrokerStats(canceled); err == nil {
+		t.Fatal("BrokerStats ignored a canceled context")
+	}
+}
+
 func TestMemoryHistorySizeAndSelection(t *testing.T) {
 	m := runMemory(t, MemoryConfig{}, newRecorder())
 	for i := 1; i <= 8; i++ {

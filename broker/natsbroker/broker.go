@@ -19,8 +19,8 @@ import (
 
 // Broker runs the broker.Broker and broker.PresenceManager contracts on
 // NATS with JetStream, so that several wsgate nodes share channels,
-// history and presence. It also implements broker.Closer and
-// broker.HealthChecker.
+// history and presence. It also implements broker.Closer,
+// broker.HealthChecker and broker.StatsReporter.
 //
 // All methods are safe for concurrent use once Run has returned. The
 // EventHandler is called from DeliveryShards goroutines owned by the
@@ -66,6 +66,7 @@ var (
 	_ broker.PresenceManager = (*Broker)(nil)
 	_ broker.Closer          = (*Broker)(nil)
 	_ broker.HealthChecker   = (*Broker)(nil)
+	_ broker.StatsReporter   = (*Broker)(nil)
 )
 
 // New returns a Broker configured by opts. It does not connect: Run does.
@@ -364,6 +365,27 @@ func (b *Broker) Healthy() error {
 		return unavailable(fmt.Errorf("NATS connection %s", st))
 	}
 	return nil
+}
+
+// BrokerStats reports the history stream's stored messages and bytes (the
+// publications still stored, including those History already hides as
+// expired, and each channel's markers) and how many times the NATS
+// connection reconnected. It asks the stream's leader, bounded by
+// Options.RequestTimeout.
+func (b *Broker) BrokerStats(ctx context.Context) (broker.Stats, error) {
+	if err := b.ready(); err != nil {
+		return broker.Stats{}, unavailable(err)
+	}
+	st := broker.Stats{Reconnects: b.nc.Stats().Reconnects}
+	reqCtx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout)
+	defer cancel()
+	s, err := b.js.Stream(reqCtx, b.historyStream)
+	if err != nil {
+		return st, transportError(err)
+	}
+	state := s.CachedInfo().State
+	st.HistoryPublications, st.HistoryBytes = state.Msgs, state.Bytes
+	return st, nil
 }
 
 // Close stops deliveries, closes the NATS connection and waits, bounded by

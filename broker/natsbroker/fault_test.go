@@ -266,12 +266,18 @@ func TestServerRestart(t *testing.T) {
 
 	epoch := publishRange(t, pub, "room", 1, 10, histOpts(100))
 	expectStream(t, rec, "room", 10)
+	if st := brokerStats(t, pub); st.Reconnects != 0 || st.HistoryPublications != 10 || st.HistoryBytes == 0 {
+		t.Fatalf("stats before the restart: %+v, want 10 publications and no reconnect", st)
+	}
 
 	ts.stop(t)
 	waitHealthy(t, pub, false)
 	ts.start(t)
 	waitHealthy(t, pub, true)
 	waitHealthy(t, sub, true)
+	if st := brokerStats(t, pub); st.Reconnects != 1 || st.HistoryPublications != 10 {
+		t.Fatalf("stats after the restart: %+v, want 10 publications and one reconnect", st)
+	}
 
 	if again := publishRange(t, pub, "room", 11, 20, histOpts(100)); again != epoch {
 		t.Fatalf("epoch %q after the restart, %q before: the stream was lost", again, epoch)
@@ -479,4 +485,16 @@ func TestOptionsValidation(t *testing.T) {
 			t.Errorf("New(%+v) accepted invalid options", o)
 		}
 	}
+}
+
+// brokerStats returns b's BrokerStats, failing the test on error.
+func brokerStats(t *testing.T, b *Broker) broker.Stats {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := b.BrokerStats(ctx)
+	if err != nil {
+		t.Fatalf("BrokerStats: %v", err)
+	}
+	return st
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/wsgate/wsgate"
+	"github.com/wsgate/wsgate/broker"
 	"github.com/wsgate/wsgate/hub"
 )
 
@@ -71,6 +72,9 @@ type Broker struct {
 	Received      uint64 // publications the broker delivered to this node
 	PublishErrors uint64 // failed Publish calls
 	Gaps          uint64 // times it reported possibly lost deliveries
+	// Stats are the broker's own figures, nil when it does not report
+	// them (broker.StatsReporter) or has not answered yet.
+	Stats *broker.Stats
 }
 
 // TLS is the serving certificate's figures.
@@ -281,6 +285,9 @@ var (
 	descBrokerRecv   = desc("wsgate_broker_received_publications_total", "Publications the broker delivered to this node.")
 	descBrokerPubErr = desc("wsgate_broker_publish_errors_total", "Failed broker publishes.")
 	descBrokerGaps   = desc("wsgate_broker_gaps_total", "Times the broker reported that deliveries may have been lost (for example after reconnecting to its message bus).")
+	descBrokerHist   = desc("wsgate_broker_history_publications", "Publications the broker holds in history, all channels (with NATS: messages in the history stream, markers included).")
+	descBrokerHistB  = desc("wsgate_broker_history_bytes", "Storage the broker's history takes: payload bytes in memory, the stream's stored bytes with NATS.")
+	descBrokerReconn = desc("wsgate_broker_reconnects_total", "Times the broker reconnected to its message bus.")
 	descTLSNotAfter  = desc("wsgate_tls_certificate_expiry_timestamp_seconds", "Expiry (NotAfter) of the certificate served, as a Unix time.")
 	descTLSReloads   = desc("wsgate_tls_certificate_loads_total", "Certificates loaded, at the start and on reload, by result (ok, error).", "result")
 )
@@ -291,7 +298,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		descHTTPConns, descBudgetUsed, descBudgetLimit, descBudgetEvict,
 		descHubClients, descHubUsers, descHubChannels, descHubSubs, descHubPubs, descHubDeliv, descHubInsuff,
 		descEngineConns, descLoops, descLoopConns, descLoopWakeups, descLoopEvents,
-		descBrokerUp, descBrokerRecv, descBrokerPubErr, descBrokerGaps, descTLSNotAfter, descTLSReloads,
+		descBrokerUp, descBrokerRecv, descBrokerPubErr, descBrokerGaps,
+		descBrokerHist, descBrokerHistB, descBrokerReconn, descTLSNotAfter, descTLSReloads,
 	} {
 		ch <- d
 	}
@@ -352,6 +360,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descBrokerRecv, b.Received)
 		counter(descBrokerPubErr, b.PublishErrors)
 		counter(descBrokerGaps, b.Gaps)
+		if st := b.Stats; st != nil {
+			gauge(descBrokerHist, float64(st.HistoryPublications))
+			gauge(descBrokerHistB, float64(st.HistoryBytes))
+			counter(descBrokerReconn, st.Reconnects)
+		}
 	}
 	if t := s.TLS; t != nil {
 		gauge(descTLSNotAfter, float64(t.NotAfter.Unix()))

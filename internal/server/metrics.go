@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"path"
@@ -149,6 +150,9 @@ func (s *Server) snapshot(snap *metrics.Snapshot, rtt bool) {
 		if n := s.brokerN; n != nil {
 			b.Received, b.PublishErrors, b.Gaps = n.Received(), n.PublishErrors(), n.Gaps()
 		}
+		if sr, ok := s.broker.(broker.StatsReporter); ok {
+			b.Stats = s.brokerSt.get(sr)
+		}
 		snap.Broker = b
 	}
 	if s.certs != nil {
@@ -240,4 +244,37 @@ func (s *Server) countAPI(w http.ResponseWriter, r *http.Request, h http.Handler
 		rec.status = http.StatusOK
 	}
 	s.metrics.APIRequest(method, rec.status, time.Since(start))
+}
+
+// brokerStatsCache keeps the broker's last figures (broker.StatsReporter),
+// asked again at most every brokerStatsEvery: with NATS each call is a
+// request to the history stream's leader, and a scrape or the admin page
+// must not wait long on it.
+type brokerStatsCache struct {
+	mu   sync.Mutex
+	at   time.Time
+	last *broker.Stats // nil until the broker answers
+}
+
+const (
+	brokerStatsEvery   = 2 * time.Second
+	brokerStatsTimeout = time.Second
+)
+
+// get returns the figures, refreshed when they are older than
+// brokerStatsEvery. When the broker fails to answer, the previous figures
+// stay (nil if it never answered).
+func (c *brokerStatsCache) get(sr broker.StatsReporter) *broker.Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if time.Since(c.at) < brokerStatsEvery {
+		return c.last
+	}
+	c.at = time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), brokerStatsTimeout)
+	defer cancel()
+	if st, err := sr.BrokerStats(ctx); err == nil {
+		c.last = &st
+	}
+	return c.last
 }

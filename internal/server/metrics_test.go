@@ -179,7 +179,14 @@ func TestMetrics(t *testing.T) {
 		return scrapeQuiet(url).value("wsgate_connections", "endpoint=ws") == 0
 	})
 
+	// The broker's own figures are asked for at most every 2s.
+	waitFor(t, "the history figures", func() bool {
+		return scrapeQuiet(url).value("wsgate_broker_history_publications") == 2
+	})
+
 	m := scrape(t, url)
+	m.want(t, 2*float64(len(`{"n":0}`)), "wsgate_broker_history_bytes")
+	m.want(t, 0, "wsgate_broker_reconnects_total")
 	m.want(t, 0, "wsgate_connections", "endpoint=ws")
 	m.want(t, 1, "wsgate_connections", "endpoint=hub")
 	m.want(t, 2, "wsgate_connections_opened_total", "endpoint=ws")

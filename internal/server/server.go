@@ -76,6 +76,7 @@ type Server struct {
 	admin      *admin                  // nil without Config.Admin
 	certs      *certStore              // nil without TLS
 	brokerN    *metrics.BrokerCounters // set by startHub when tracking
+	brokerSt   brokerStatsCache
 	figures    figures
 	adminHS    *http.Server // the admin address's server; nil without Config.AdminAddr
 	adminHTTP  *httpConns
