@@ -227,6 +227,32 @@ type Stats struct {
 	Reconnects uint64
 }
 
+// NodeDirectory is implemented by brokers that connect several nodes: each
+// node announces itself through the broker, and learns of the others (what
+// Centrifugo's nodes do with their periodic node info messages). The hub
+// announces its node every Config.NodeAnnounceInterval.
+type NodeDirectory interface {
+	// AnnounceNode tells the other nodes about this one.
+	AnnounceNode(ctx context.Context, info NodeInfo) error
+	// Nodes returns the nodes heard from within their announcement's TTL,
+	// this one included once its own announcement has come back.
+	Nodes() []NodeInfo
+}
+
+// NodeInfo is a node's announcement (see NodeDirectory).
+type NodeInfo struct {
+	ID      string // unique per process start
+	Name    string // the operator's name for the node
+	Version string
+
+	Clients, Users, Channels, Subscriptions int
+	UptimeSeconds                           int64
+
+	// TTL is how long the announcement stands: the others forget a node
+	// that has announced nothing for this long.
+	TTL time.Duration
+}
+
 // ErrUnavailable means the broker cannot serve the request now (for
 // example while reconnecting to its message bus); the request may be
 // retried.

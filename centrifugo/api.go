@@ -495,15 +495,18 @@ func apiInfo(_ context.Context, h *hub.Hub, body []byte) (any, error) {
 	if err := decode(body, &struct{}{}); err != nil {
 		return nil, err
 	}
-	i := h.Info()
-	return map[string]any{"nodes": []map[string]any{{
-		"uid":          i.ID,
-		"name":         i.Name,
-		"version":      i.Version,
-		"num_clients":  i.NumClients,
-		"num_users":    i.NumUsers,
-		"num_channels": i.NumChannels,
-		"num_subs":     i.NumSubs,
-		"uptime":       i.UptimeSeconds,
-	}}}, nil
+	nodes := []map[string]any{}
+	for _, i := range h.Nodes() {
+		nodes = append(nodes, map[string]any{
+			"uid":          i.ID,
+			"name":         i.Name,
+			"version":      i.Version,
+			"num_clients":  i.NumClients,
+			"num_users":    i.NumUsers,
+			"num_channels": i.NumChannels,
+			"num_subs":     i.NumSubs,
+			"uptime":       i.UptimeSeconds,
+		})
+	}
+	return map[string]any{"nodes": nodes}, nil
 }

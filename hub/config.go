@@ -87,6 +87,12 @@ type Config struct {
 	// 4096.
 	SyncBufferLimit int
 
+	// NodeAnnounceInterval is how often the node announces itself to the
+	// others when the broker connects several (a broker.NodeDirectory);
+	// an announcement stands for three intervals. Defaults to 3s, as
+	// Centrifugo's node info messages.
+	NodeAnnounceInterval time.Duration
+
 	// Name and Version describe the node in Info. Name defaults to the
 	// host name.
 	Name    string
@@ -105,6 +111,7 @@ const (
 	DefaultExpiredCloseDelay      = 25 * time.Second
 	DefaultPresenceUpdateInterval = 25 * time.Second
 	DefaultPositionCheckInterval  = 40 * time.Second
+	DefaultNodeAnnounceInterval   = 3 * time.Second
 	DefaultSyncBufferLimit        = 4096
 	DefaultChannelMaxLength       = 255
 )

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,7 +34,8 @@ const numShards = 64
 //
 // Goroutines: the hub owns two tickers (per-client work: pings, pong and
 // expiry checks, stale connections; per-channel work: presence refresh and
-// position checks) and the goroutines started with Go. Shutdown stops
+// position checks), a third that announces the node when the broker is a
+// broker.NodeDirectory, and the goroutines started with Go. Shutdown stops
 // them all. There is no goroutine or timer per client.
 type Hub struct {
 	cfg      Config
@@ -137,6 +140,9 @@ func New(ctx context.Context, cfg Config) (*Hub, error) {
 	if cfg.PositionCheckInterval <= 0 {
 		cfg.PositionCheckInterval = DefaultPositionCheckInterval
 	}
+	if cfg.NodeAnnounceInterval <= 0 {
+		cfg.NodeAnnounceInterval = DefaultNodeAnnounceInterval
+	}
 	if cfg.SyncBufferLimit <= 0 {
 		cfg.SyncBufferLimit = DefaultSyncBufferLimit
 	}
@@ -187,6 +193,10 @@ func New(ctx context.Context, cfg Config) (*Hub, error) {
 	h.tickers.Add(2)
 	go h.clientTicker()
 	go h.channelTicker()
+	if nd, ok := h.broker.(broker.NodeDirectory); ok {
+		h.tickers.Add(1)
+		go h.nodeTicker(nd)
+	}
 	return h, nil
 }
 
@@ -312,8 +322,7 @@ type NodeInfo struct {
 	UptimeSeconds int64
 }
 
-// Info describes this node. With a multi-node broker each node reports
-// only itself.
+// Info describes this node; Nodes describes every node of a cluster.
 func (h *Hub) Info() NodeInfo {
 	s := h.Stats()
 	return NodeInfo{
@@ -325,6 +334,59 @@ func (h *Hub) Info() NodeInfo {
 		NumChannels:   s.Channels,
 		NumSubs:       s.Subscriptions,
 		UptimeSeconds: int64(time.Since(h.started) / time.Second),
+	}
+}
+
+// Nodes describes the nodes of the cluster: this one, fresh, and, when the
+// broker is a broker.NodeDirectory, every other node whose announcement
+// has not expired, sorted by name then ID (this one first among equals).
+// With a single-node broker it is just Info.
+func (h *Hub) Nodes() []NodeInfo {
+	self := h.Info()
+	out := []NodeInfo{self}
+	if nd, ok := h.broker.(broker.NodeDirectory); ok {
+		for _, n := range nd.Nodes() {
+			if n.ID == self.ID {
+				continue
+			}
+			out = append(out, NodeInfo{
+				ID: n.ID, Name: n.Name, Version: n.Version,
+				NumClients: n.Clients, NumUsers: n.Users, NumChannels: n.Channels,
+				NumSubs: n.Subscriptions, UptimeSeconds: n.UptimeSeconds,
+			})
+		}
+	}
+	slices.SortStableFunc(out, func(a, b NodeInfo) int {
+		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID))
+	})
+	return out
+}
+
+// nodeTicker announces this node to the others every
+// NodeAnnounceInterval, and once at once.
+func (h *Hub) nodeTicker(nd broker.NodeDirectory) {
+	defer h.tickers.Done()
+	defer h.recoverPanic("node ticker")
+	every := h.cfg.NodeAnnounceInterval
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		i := h.Info()
+		ctx, cancel := context.WithTimeout(h.life, every)
+		err := nd.AnnounceNode(ctx, broker.NodeInfo{
+			ID: i.ID, Name: i.Name, Version: i.Version,
+			Clients: i.NumClients, Users: i.NumUsers, Channels: i.NumChannels,
+			Subscriptions: i.NumSubs, UptimeSeconds: i.UptimeSeconds, TTL: 3 * every,
+		})
+		cancel()
+		if err != nil && h.life.Err() == nil {
+			h.log.Debug("hub: announcing the node", "err", err)
+		}
+		select {
+		case <-h.life.Done():
+			return
+		case <-t.C:
+		}
 	}
 }
 

@@ -638,6 +638,10 @@ func TestServerSideOps(t *testing.T) {
 	if info.NumClients != 1 || info.ID == "" {
 		t.Fatalf("info %+v", info)
 	}
+	// A single-node broker: the cluster is this node.
+	if nodes := e.h.Nodes(); len(nodes) != 1 || nodes[0].ID != info.ID || nodes[0].NumClients != 1 {
+		t.Fatalf("nodes %+v, want only this one", nodes)
+	}
 }
 
 func TestShutdownDrains(t *testing.T) {

@@ -20,7 +20,7 @@ import (
 // Broker runs the broker.Broker and broker.PresenceManager contracts on
 // NATS with JetStream, so that several wsgate nodes share channels,
 // history and presence. It also implements broker.Closer,
-// broker.HealthChecker and broker.StatsReporter.
+// broker.HealthChecker, broker.StatsReporter and broker.NodeDirectory.
 //
 // All methods are safe for concurrent use once Run has returned. The
 // EventHandler is called from DeliveryShards goroutines owned by the
@@ -45,6 +45,8 @@ type Broker struct {
 
 	pubs publishers // per-channel publish state
 
+	nodes nodeDirectory // the other nodes' announcements (nodes.go)
+
 	// lose, when set (by tests, before Run), makes the broker ignore a
 	// received message as if the network had lost it, with no signal.
 	lose func(*nats.Msg) bool
@@ -67,6 +69,7 @@ var (
 	_ broker.Closer          = (*Broker)(nil)
 	_ broker.HealthChecker   = (*Broker)(nil)
 	_ broker.StatsReporter   = (*Broker)(nil)
+	_ broker.NodeDirectory   = (*Broker)(nil)
 )
 
 // New returns a Broker configured by opts. It does not connect: Run does.
@@ -135,6 +138,10 @@ func (b *Broker) Run(ctx context.Context, h broker.EventHandler) error {
 	}
 	b.js = js
 	if err := b.ensureStreams(startCtx); err != nil {
+		b.nc.Close()
+		return err
+	}
+	if err := b.subscribeNodes(); err != nil {
 		b.nc.Close()
 		return err
 	}

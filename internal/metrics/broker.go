@@ -27,15 +27,23 @@ func (n *BrokerCounters) Gaps() uint64 { return n.gaps.Load() }
 // CountBroker returns b wrapped so that its deliveries, failed publishes
 // and reported gaps are counted, and the counters. The wrapper keeps b's
 // optional capabilities: it is a broker.PresenceManager exactly when b is
-// one (so that the hub keeps using b for presence), and it is a
+// one (so that the hub keeps using b for presence), a broker.NodeDirectory
+// exactly when b is one (so that the hub announces the node), and it is a
 // broker.Closer and a broker.HealthChecker that pass the call on to b, or
 // do nothing when b lacks it. It adds an atomic increment per delivered
 // publication (not per subscriber) and nothing else.
 func CountBroker(b broker.Broker) (broker.Broker, *BrokerCounters) {
 	n := &BrokerCounters{}
 	cb := &countingBroker{Broker: b, n: n}
-	if pm, ok := b.(broker.PresenceManager); ok {
+	pm, isPM := b.(broker.PresenceManager)
+	nd, isND := b.(broker.NodeDirectory)
+	switch {
+	case isPM && isND:
+		return &countingPresenceNodeBroker{countingBroker: cb, PresenceManager: pm, NodeDirectory: nd}, n
+	case isPM:
 		return &countingPresenceBroker{countingBroker: cb, PresenceManager: pm}, n
+	case isND:
+		return &countingNodeBroker{countingBroker: cb, NodeDirectory: nd}, n
 	}
 	return cb, n
 }
@@ -50,11 +58,25 @@ type countingPresenceBroker struct {
 	broker.PresenceManager
 }
 
+type countingNodeBroker struct {
+	*countingBroker
+	broker.NodeDirectory
+}
+
+type countingPresenceNodeBroker struct {
+	*countingBroker
+	broker.PresenceManager
+	broker.NodeDirectory
+}
+
 var (
 	_ broker.Broker          = (*countingBroker)(nil)
 	_ broker.Closer          = (*countingBroker)(nil)
 	_ broker.HealthChecker   = (*countingBroker)(nil)
 	_ broker.PresenceManager = (*countingPresenceBroker)(nil)
+	_ broker.NodeDirectory   = (*countingNodeBroker)(nil)
+	_ broker.PresenceManager = (*countingPresenceNodeBroker)(nil)
+	_ broker.NodeDirectory   = (*countingPresenceNodeBroker)(nil)
 )
 
 func (b *countingBroker) Run(ctx context.Context, h broker.EventHandler) error {

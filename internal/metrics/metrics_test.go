@@ -129,7 +129,37 @@ func TestCountBroker(t *testing.T) {
 	if err := pb.(broker.HealthChecker).Healthy(); err != nil {
 		t.Errorf("Healthy of a broker that cannot tell: %v", err)
 	}
+	if _, ok := b.(broker.NodeDirectory); ok {
+		t.Error("the wrapper of a single-node broker claims a node directory")
+	}
+	for _, inner := range []broker.Broker{directoryMemory{mem}, directoryBroker{mem}} {
+		w, _ := metrics.CountBroker(inner)
+		nd, ok := w.(broker.NodeDirectory)
+		if !ok {
+			t.Fatalf("the wrapper of %T is not a NodeDirectory", inner)
+		}
+		if nodes := nd.Nodes(); len(nodes) != 1 || nodes[0].ID != "n1" {
+			t.Errorf("Nodes through the wrapper: %+v", nodes)
+		}
+		_, isPM := w.(broker.PresenceManager)
+		_, innerPM := inner.(broker.PresenceManager)
+		if isPM != innerPM {
+			t.Errorf("wrapper of %T: PresenceManager %v, want %v", inner, isPM, innerPM)
+		}
+	}
 }
+
+// directoryBroker and directoryMemory add a fixed node directory to a
+// broker (directoryMemory keeps Memory's presence), to check that the
+// wrapper keeps that capability.
+type directoryBroker struct{ broker.Broker }
+type directoryMemory struct{ *broker.Memory }
+
+func (directoryMemory) AnnounceNode(context.Context, broker.NodeInfo) error { return nil }
+func (directoryMemory) Nodes() []broker.NodeInfo                            { return []broker.NodeInfo{{ID: "n1"}} }
+
+func (directoryBroker) AnnounceNode(context.Context, broker.NodeInfo) error { return nil }
+func (directoryBroker) Nodes() []broker.NodeInfo                            { return []broker.NodeInfo{{ID: "n1"}} }
 
 type recorder struct{}
 

@@ -291,10 +291,12 @@ func (s *Server) handleAdminStats(w http.ResponseWriter, r *http.Request) {
 	}
 	if hp := s.hub.Load(); hp != nil {
 		st.TopChannels = topChannels(hp.hub.Channels, adminTopChannels)
-		info := hp.hub.Info()
-		st.Nodes = append(st.Nodes, adminNode{ID: info.ID, Name: info.Name, Version: info.Version,
-			Clients: info.NumClients, Users: info.NumUsers, Channels: info.NumChannels,
-			Subscriptions: info.NumSubs, UptimeSeconds: info.UptimeSeconds, Self: true})
+		self := hp.hub.Info().ID
+		for _, info := range hp.hub.Nodes() {
+			st.Nodes = append(st.Nodes, adminNode{ID: info.ID, Name: info.Name, Version: info.Version,
+				Clients: info.NumClients, Users: info.NumUsers, Channels: info.NumChannels,
+				Subscriptions: info.NumSubs, UptimeSeconds: info.UptimeSeconds, Self: info.ID == self})
+		}
 	}
 	series := s.admin.series()
 	st.Series = seriesJSON(series)

@@ -167,6 +167,31 @@ func testClusterDelivery(t *testing.T, nodes []*testServer) {
 		}
 	}
 
+	// Every node's info lists the three nodes (each announces itself every
+	// 3s), each with its own clients: two per node, on the channel.
+	for i, n := range nodes {
+		waitFor(t, fmt.Sprintf("node %d's info to list the three nodes", i), func() bool {
+			var info struct {
+				Nodes []struct {
+					UID        string `json:"uid"`
+					NumClients int    `json:"num_clients"`
+					NumSubs    int    `json:"num_subs"`
+				} `json:"nodes"`
+			}
+			if err := tryAPI(n.api(), "info", map[string]any{}, &info); err != nil || len(info.Nodes) != len(nodes) {
+				return false
+			}
+			uids := map[string]bool{}
+			for _, node := range info.Nodes {
+				uids[node.UID] = true
+				if node.NumClients != 2 || node.NumSubs != 2 {
+					return false
+				}
+			}
+			return len(uids) == len(nodes)
+		})
+	}
+
 	// A client leaves node 0, misses five publications, and comes back on
 	// node 2: it recovers exactly those, then receives live ones.
 	moved := clients[0]
