@@ -288,6 +288,27 @@ func TestSubscribeDuringPublishing(t *testing.T) {
 	wg.Wait()
 }
 
+// A publication that arrives while its subscriber is still subscribing is
+// kept and written once the subscription is live: it counts as a delivery
+// like any other.
+func TestDeliveriesCountKeptPublications(t *testing.T) {
+	e := newEnv(t, envOptions{cfg: openCfg()})
+	p := e.connect(dialOptions{})
+	err := e.h.Subscribe(bg, p.c, SubscribeRequest{Channel: "hist:kept", Recover: true}, func(*SubscribeResult) error {
+		if _, err := e.h.Publish(bg, "hist:kept", []byte(`{}`), PublishOptions{}); err != nil {
+			t.Error(err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := p.next(); f.O != 1 {
+		t.Fatalf("got offset %d, want the kept publication at 1", f.O)
+	}
+	waitFor(t, "the kept publication to be counted", func() bool { return e.h.Stats().Deliveries == 1 })
+}
+
 func TestInsufficientStateOnGap(t *testing.T) {
 	lb := &lossyBroker{Memory: broker.NewMemory(broker.MemoryConfig{})}
 	var dropping sync.Mutex

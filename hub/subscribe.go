@@ -412,6 +412,7 @@ func (h *Hub) commit(ctx context.Context, s *subscription) {
 	buf, overflow := s.buf, s.overflow
 	s.buf = nil
 	ok := !overflow
+	var delivered uint64
 	if ok {
 		for _, p := range buf {
 			take, gap := s.accept(p.pub, p.sp)
@@ -420,12 +421,15 @@ func (h *Hub) commit(ctx context.Context, s *subscription) {
 				break
 			}
 			if take {
-				if b, err := s.client.codec.EncodePublication(s.ch.name, p.pub); err == nil {
-					s.client.write(b)
+				if b, err := s.client.codec.EncodePublication(s.ch.name, p.pub); err == nil && s.client.write(b) == nil {
+					delivered++
 				}
 			}
 		}
 	}
+	// Publications kept while pending are deliveries too, counted when
+	// they go out.
+	h.stats.deliveries.Add(delivered)
 	live := ok && s.state.CompareAndSwap(subPending, subLive)
 	if live {
 		s.wasLive.Store(true)
