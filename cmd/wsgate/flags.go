@@ -442,11 +442,7 @@ func (o *options) apply(fc *fileConfig, sources map[string]source) error {
 		c.Compression = *p
 	}
 	if p := fc.WebSocket.EventLoops; p != nil {
-		if *p < 0 {
-			bad("event-loops", *p, "must be 0 (one per GOMAXPROCS) or more")
-		} else {
-			c.EventLoops = *p
-		}
+		c.EventLoops = *p // the server checks it
 	}
 	o.logFormat = "text"
 	if p := fc.Log.Format; p != nil {
