@@ -22,6 +22,7 @@ type engine struct {
 	next    int
 	every   time.Duration // sweep interval
 	stop    chan struct{} // closed to stop this generation's sweeper
+	retune  chan struct{} // tells this generation's sweeper that every shrank
 }
 
 var defaultEngine engine
@@ -124,10 +125,17 @@ func (e *engine) startSweeperLocked(g time.Duration) {
 	if e.stop == nil {
 		e.every = g
 		e.stop = make(chan struct{})
-		go e.sweep(e.stop, g)
+		e.retune = make(chan struct{}, 1)
+		go e.sweep(e.stop, e.retune, g)
 	}
 	if g < e.every {
+		// The sweeper must not finish its current, longer period first:
+		// c's timers would be late by up to that much.
 		e.every = g
+		select {
+		case e.retune <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -152,7 +160,7 @@ func (e *engine) stopIfIdleLocked() {
 	for _, l := range e.loops {
 		l.post(task{kind: taskStop})
 	}
-	e.conns, e.loops, e.stop = nil, nil, nil
+	e.conns, e.loops, e.stop, e.retune = nil, nil, nil, nil
 }
 
 // granularity is how often c's timers need checking.
@@ -167,7 +175,8 @@ func granularity(cfg *connConfig) time.Duration {
 }
 
 // sweep runs every connection's timers until stop is closed.
-func (e *engine) sweep(stop chan struct{}, every time.Duration) {
+// A finer interval announced on retune takes effect at once.
+func (e *engine) sweep(stop, retune chan struct{}, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var snap []*Conn
@@ -175,6 +184,19 @@ func (e *engine) sweep(stop chan struct{}, every time.Duration) {
 		select {
 		case <-stop:
 			return
+		case <-retune:
+			e.mu.Lock()
+			if e.stop != stop {
+				e.mu.Unlock()
+				return
+			}
+			want := e.every
+			e.mu.Unlock()
+			if want != every {
+				every = want
+				t.Reset(every)
+			}
+			continue
 		case <-t.C:
 		}
 		e.mu.Lock()

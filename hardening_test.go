@@ -57,6 +57,30 @@ func TestPingFloodIsBounded(t *testing.T) {
 	}
 }
 
+// A connection whose timeouts are shorter than every other's gets its
+// timers checked at its own pace at once, not after the sweeper's current,
+// longer period (up to a second) has run out.
+func TestShortTimeoutsAmongLongOnes(t *testing.T) {
+	pair(t, nil, nil) // default timeouts: the sweeper ticks every second
+	time.Sleep(50 * time.Millisecond)
+	url, conns := testServer(t, &wsgate.Options{PingInterval: 50 * time.Millisecond, PingTimeout: 100 * time.Millisecond})
+	rawDial(t, url) // never answers pings
+	server := <-conns
+	start := time.Now()
+	select {
+	case <-server.Done():
+	case <-time.After(waitLimit):
+		t.Fatal("a peer that never answers pings kept the connection alive")
+	}
+	// Due after about 150 ms; the sweeper's old period would make it about a second.
+	if d := time.Since(start); d > 600*time.Millisecond {
+		t.Fatalf("closed after %v, want about 150ms", d)
+	}
+	if ce := closeErr(t, server); !errors.Is(ce, wsgate.ErrPingTimeout) {
+		t.Fatalf("got %v, want ErrPingTimeout", ce)
+	}
+}
+
 // keepalive counts frames: a peer that announces a large frame and then
 // trickles it byte by byte is declared dead.
 func TestTricklingPeerFailsKeepalive(t *testing.T) {
