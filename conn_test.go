@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -584,6 +585,85 @@ func TestTLS(t *testing.T) {
 	c.Close()
 	if ce := closeErr(t, c); ce.Code != wsgate.StatusNormalClosure {
 		t.Fatalf("got %v", ce)
+	}
+}
+
+// tlsEchoServer serves an echo over TLS (a reader goroutine per
+// connection, reading crypto/tls's records in small pieces) and returns its
+// wss URL and a client TLS configuration that trusts it. Server Conns are
+// sent on conns when it is not nil.
+func tlsEchoServer(t *testing.T, opts *wsgate.Options, conns chan<- *wsgate.Conn) (string, *tls.Config) {
+	t.Helper()
+	o := wsgate.Options{}
+	if opts != nil {
+		o = *opts
+	}
+	if o.OnMessage == nil {
+		o.OnMessage = func(c *wsgate.Conn, typ wsgate.MessageType, p []byte) {
+			c.Write(context.Background(), typ, p)
+		}
+	}
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := wsgate.Upgrade(w, r, &o)
+		if err == nil && conns != nil {
+			conns <- c
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return "wss" + strings.TrimPrefix(srv.URL, "https"), srv.Client().Transport.(*http.Transport).TLSClientConfig
+}
+
+// Messages of every size cross TLS intact, with and without compression:
+// the server reads each record in pieces smaller than most messages.
+func TestTLSMessageSizes(t *testing.T) {
+	for _, compress := range []bool{false, true} {
+		t.Run(fmt.Sprintf("compress=%v", compress), func(t *testing.T) {
+			url, cfg := tlsEchoServer(t, &wsgate.Options{Compression: compress, ReadLimit: 1 << 20}, nil)
+			c := dial(t, url, &wsgate.Options{TLSConfig: cfg, Compression: compress, ReadLimit: 1 << 20})
+			for _, n := range []int{0, 1, 125, 126, 1000, 1017, 1024, 1025, 4096, 16<<10 + 5, 65535, 65536, 300 << 10} {
+				msg := make([]byte, n)
+				for i := range msg {
+					msg[i] = byte(i*7 + n)
+				}
+				write(t, c, wsgate.BinaryMessage, msg)
+				if _, p := read(t, c); !bytes.Equal(p, msg) {
+					t.Fatalf("%d bytes: got %d bytes back, not the same", n, len(p))
+				}
+			}
+		})
+	}
+}
+
+// A TLS peer that stops reading is closed after WriteTimeout, as on the
+// event loop.
+func TestTLSStalledPeerHitsWriteTimeout(t *testing.T) {
+	conns := make(chan *wsgate.Conn, 1)
+	url, cfg := tlsEchoServer(t, &wsgate.Options{WriteTimeout: 100 * time.Millisecond, PingInterval: -1, SendQueueMessages: 1 << 20, SendQueueBytes: 1 << 30}, conns)
+	host := strings.TrimPrefix(url, "wss://")
+	nc, err := tls.Dial("tcp", host, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	fmt.Fprintf(nc, "GET / HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", host)
+	var c *wsgate.Conn
+	select {
+	case c = <-conns:
+	case <-time.After(waitLimit):
+		t.Fatal("no server connection")
+	}
+	start := time.Now()
+	msg := make([]byte, 64<<10)
+	for i := 0; i < 1000; i++ {
+		if err := c.Write(context.Background(), wsgate.BinaryMessage, msg); err != nil {
+			break
+		}
+	}
+	if ce := closeErr(t, c); !errors.Is(ce, wsgate.ErrWriteTimeout) {
+		t.Fatalf("got %v, want ErrWriteTimeout", ce)
+	}
+	if d := time.Since(start); d > waitLimit {
+		t.Fatalf("closed after %v", d)
 	}
 }
 

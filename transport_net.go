@@ -1,6 +1,7 @@
 package wsgate
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -12,10 +13,29 @@ import (
 type netTransport struct {
 	nc     net.Conn
 	resume chan struct{} // wakes the reader goroutine when it paused
+
+	// writeDeadline is the write deadline set on nc; only the goroutine
+	// that is writing (c.writing) touches it.
+	writeDeadline time.Time
 }
 
-// netReadBufSize is the read buffer of a reader goroutine.
-const netReadBufSize = 4 << 10
+// The read buffer of a reader goroutine, held for the connection's whole
+// life. A TLS connection keeps each record whole in crypto/tls's own
+// buffer, so reading it in small pieces costs a copy and no system call:
+// its buffer is small. Anything else reads the socket directly with each
+// Read and gets a larger one.
+const (
+	netReadBufSize    = 4 << 10
+	netReadBufSizeTLS = 1 << 10
+)
+
+// netReadBufFor returns the read buffer size for nc.
+func netReadBufFor(nc net.Conn) int {
+	if _, ok := nc.(*tls.Conn); ok {
+		return netReadBufSizeTLS
+	}
+	return netReadBufSize
+}
 
 // readNet is the reader goroutine of a net.Conn transport. It owns the
 // connection's end: when reading stops, it finishes the Conn.
@@ -33,9 +53,7 @@ func (c *Conn) readNet(leftover []byte) {
 		c.feed(leftover, nanotime())
 		c.budgetCheck()
 	}
-	// Small: the reader holds it for the connection's whole life, and a
-	// TLS connection keeps whole records in buffers of its own anyway.
-	buf := make([]byte, netReadBufSize)
+	buf := make([]byte, netReadBufFor(c.nt.nc))
 	for {
 		if c.rs.paused {
 			<-c.nt.resume
@@ -72,6 +90,25 @@ func (c *Conn) readNet(leftover []byte) {
 	}
 }
 
+// extendWriteDeadline makes sure a write starting now has at least
+// WriteTimeout before its deadline. Moving a deadline costs a timer update
+// in the runtime, so it moves a quarter of WriteTimeout further than
+// needed and stays put while that margin lasts: a write gets between
+// WriteTimeout and 1.25 × WriteTimeout, and a stream of small writes moves
+// it once every WriteTimeout/4 instead of every time. (The engine's
+// sweeper closes the connection after WriteTimeout without progress as
+// well; the deadline also ends a write that is stuck in the transport.)
+// The caller is the writing goroutine (c.writing).
+func (c *Conn) extendWriteDeadline() {
+	wt := c.cfg.WriteTimeout
+	now := time.Now()
+	if c.nt.writeDeadline.Sub(now) >= wt {
+		return
+	}
+	c.nt.writeDeadline = now.Add(wt + wt/4)
+	c.nt.nc.SetWriteDeadline(c.nt.writeDeadline)
+}
+
 // flushNetLocked writes out to the net.Conn. c.mu is released while the
 // write is in progress; other writers append meanwhile and this goroutine
 // writes their bytes too before it returns. It returns how many bytes it
@@ -87,7 +124,7 @@ func (c *Conn) flushNetLocked() (int, error) {
 		buf := c.q.out[c.q.outOff:]
 		c.q.inflight = len(c.q.out)
 		c.mu.Unlock()
-		c.nt.nc.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
+		c.extendWriteDeadline()
 		n, err := c.nt.nc.Write(buf)
 		c.mu.Lock()
 		c.q.inflight = 0

@@ -5,10 +5,11 @@
 #
 # For each server (started fresh per case, pinned to SERVER_CPU; the
 # generator on GEN_CPU): echo 100 connections × 64 B, echo 1,000 × 1 KiB,
-# and IDLE_N idle connections (server RSS per connection). Prints a Markdown
-# table; the JSON reports stay in $OUT_DIR.
+# and IDLE_N idle connections (server RSS per connection), ROUNDS times.
+# Prints a Markdown table of medians and ranges; the JSON reports stay in
+# $OUT_DIR.
 #
-# Usage: bench/tls.sh   (env: DURATION 5s, WARMUP 1s, IDLE_N 5000,
+# Usage: bench/tls.sh   (env: DURATION 5s, WARMUP 1s, IDLE_N 5000, ROUNDS 3,
 #        SERVER_CPU 0, GEN_CPU 1, OUT_DIR a temporary directory)
 set -euo pipefail
 
@@ -16,6 +17,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DURATION=${DURATION:-5s}
 WARMUP=${WARMUP:-1s}
 IDLE_N=${IDLE_N:-5000}
+ROUNDS=${ROUNDS:-3}
 SERVER_CPU=${SERVER_CPU:-0}
 GEN_CPU=${GEN_CPU:-1}
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/wsgate-tls.XXXXXX")
@@ -54,27 +56,60 @@ start() { # name tls(0|1)
 }
 stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
 
-run() { # label name tls mode args...
-	local label=$1 name=$2 tls=$3 mode=$4; shift 4
+run() { # round label name tls mode args...
+	local round=$1 label=$2 name=$3 tls=$4 mode=$5; shift 5
 	local scheme=ws; [ "$tls" = 1 ] && scheme=wss
 	start "$name" "$tls"
 	taskset -c "$GEN_CPU" "$TMP/wsgate-bench" "$mode" "$@" -pid "$PID" -label "$label" -json \
-		-tls-ca "$TMP/cert.pem" "$scheme://127.0.0.1:9443/ws" >"$OUT_DIR/$label-$mode-$*.json" 2>/dev/null || true
+		-tls-ca "$TMP/cert.pem" "$scheme://127.0.0.1:9443/ws" >"$OUT_DIR/r$round-$label-$mode.json" 2>/dev/null || true
 	stop
-	cat "$OUT_DIR/$label-$mode-$*.json"
 }
 
-field() { python3 -c 'import json,sys; r=json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"; }
-
-printf '| server | echo 100 × 64 B msg/s | p99 ms | per server CPU-s | echo 1,000 × 1 KiB msg/s | p99 ms | per server CPU-s | RSS per idle conn KiB |\n|---|---:|---:|---:|---:|---:|---:|---:|\n'
-for spec in "wsgate-plain wsgate 0" "wsgate-tls wsgate 1" "gws-tls gws 1" "gorilla-tls gorilla 1"; do
-	set -- $spec
-	log "$1"
-	a=$(run "$1" "$2" "$3" echo -c 100 -size 64 -binary -duration "$DURATION" -warmup "$WARMUP")
-	b=$(run "$1" "$2" "$3" echo -c 1000 -size 1024 -binary -duration "$DURATION" -warmup "$WARMUP")
-	c=$(run "$1" "$2" "$3" idle -n "$IDLE_N" -rate 2000 -hold 3s)
-	printf '| %s | %.0f | %.2f | %.0f | %.0f | %.2f | %.0f | %.1f |\n' "$1" \
-		"$(echo "$a" | field 'r["msgs_per_sec"]')" "$(echo "$a" | field 'r["latency_us"]["p99"]/1000')" "$(echo "$a" | field 'r.get("per_server_cpu_sec",0)')" \
-		"$(echo "$b" | field 'r["msgs_per_sec"]')" "$(echo "$b" | field 'r["latency_us"]["p99"]/1000')" "$(echo "$b" | field 'r.get("per_server_cpu_sec",0)')" \
-		"$(echo "$c" | field 'r["server"]["rss_per_conn_kib"]')"
+# Rounds alternate the servers, so that a slow minute on the shared machine
+# does not fall on one server only; the table gives medians and ranges.
+SPECS=("wsgate-plain wsgate 0" "wsgate-tls wsgate 1" "gws-tls gws 1" "gorilla-tls gorilla 1")
+for round in $(seq "$ROUNDS"); do
+	for spec in "${SPECS[@]}"; do
+		set -- $spec
+		log "round $round: $1"
+		run "$round" "$1" "$2" "$3" echo -c 100 -size 64 -binary -duration "$DURATION" -warmup "$WARMUP"
+		mv "$OUT_DIR/r$round-$1-echo.json" "$OUT_DIR/r$round-$1-echo64.json"
+		run "$round" "$1" "$2" "$3" echo -c 1000 -size 1024 -binary -duration "$DURATION" -warmup "$WARMUP"
+		mv "$OUT_DIR/r$round-$1-echo.json" "$OUT_DIR/r$round-$1-echo1k.json"
+		run "$round" "$1" "$2" "$3" idle -n "$IDLE_N" -rate 2000 -hold 3s
+	done
 done
+
+python3 - "$OUT_DIR" "$ROUNDS" ${SPECS[@]%% *} <<'PY'
+import json, statistics, sys
+out, rounds, labels = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+def vals(label, case, get):
+    v = []
+    for r in range(1, rounds + 1):
+        try:
+            v.append(get(json.load(open(f"{out}/r{r}-{label}-{case}.json"))))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return v
+def cell(v, fmt):
+    if not v:
+        return "–"
+    m = statistics.median(v)
+    if len(v) == 1:
+        return fmt(m)
+    return f"{fmt(m)} ({fmt(min(v))}–{fmt(max(v))})"
+k = lambda x: f"{x/1000:.0f}k"
+ms = lambda x: f"{x:.1f}"
+kib = lambda x: f"{x:.1f}"
+print(f"Medians of {rounds} rounds (range in parentheses).\n")
+print("| server | echo 100 × 64 B msgs/s | p99 ms | msgs per server CPU-s | echo 1,000 × 1 KiB msgs/s | p99 ms | msgs per server CPU-s | RSS per idle conn KiB |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
+for l in labels:
+    row = [l]
+    for case in ("echo64", "echo1k"):
+        row.append(cell(vals(l, case, lambda r: r["msgs_per_sec"]), k))
+        row.append(cell(vals(l, case, lambda r: r["latency_us"]["p99"] / 1000), ms))
+        row.append(cell(vals(l, case, lambda r: r["per_server_cpu_sec"]), k))
+    row.append(cell(vals(l, "idle", lambda r: r["server"]["rss_per_conn_kib"]), kib))
+    print("| " + " | ".join(row) + " |")
+PY
