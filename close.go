@@ -155,6 +155,7 @@ func (c *Conn) evictLocked(code StatusCode, reason string, cause error) {
 	if c.phase == phaseOpen && c.fd >= 0 {
 		// Keep only the frame that is partly written (its rest must go
 		// before anything else can), then the close frame.
+		c.lone = nil // not started: discarded with the rest
 		if q := c.q; q != &noQueue {
 			keep := q.outOff
 			for _, m := range q.marks {
@@ -204,6 +205,7 @@ func (c *Conn) finish() {
 	c.rs.release()
 	c.mu.Lock()
 	c.phase = phaseFinished
+	c.lone = nil
 	c.releaseQueueLocked() // unless a writer goroutine still writes from it
 	c.outStuck = false
 	err := c.cause

@@ -67,19 +67,20 @@ type Conn struct {
 
 	mu           sync.Mutex
 	phase        connPhase
-	closeWritten bool       // our close frame is written
-	closeRecv    bool       // the peer's close frame arrived
-	failed       bool       // we failed the connection: no reply close is awaited
-	halfClosed   bool       // our side of TCP is shut down after a failure
-	writing      bool       // a goroutine is writing out to a net.Conn
-	corked       bool       // the loop is processing input: flush after it
-	outStuck     bool       // output backlog is over outPauseBytes: reading waits
-	flushPosted  bool       // a flush task is on its way to the loop
-	q            *sendQueue // &noQueue while nothing is queued
-	deadline     int64      // nanotime by which the closing handshake must end
-	lastPing     int64      // nanotime of the last ping sent
-	pingAt       int64      // nanotime of the oldest unanswered ping, 0 if none
-	cause        error      // why the connection ends; set once
+	closeWritten bool             // our close frame is written
+	closeRecv    bool             // the peer's close frame arrived
+	failed       bool             // we failed the connection: no reply close is awaited
+	halfClosed   bool             // our side of TCP is shut down after a failure
+	writing      bool             // a goroutine is writing out to a net.Conn
+	corked       bool             // the loop is processing input: flush after it
+	outStuck     bool             // output backlog is over outPauseBytes: reading waits
+	flushPosted  bool             // a flush task is on its way to the loop
+	q            *sendQueue       // &noQueue while nothing is queued
+	lone         *PreparedMessage // queued by reference, alone (see Enqueue)
+	deadline     int64            // nanotime by which the closing handshake must end
+	lastPing     int64            // nanotime of the last ping sent
+	pingAt       int64            // nanotime of the oldest unanswered ping, 0 if none
+	cause        error            // why the connection ends; set once
 	spaceCh      chan struct{}
 	done         chan struct{} // made by Done on demand, closed by finish
 	rq           *recvQueue    // nil in event-driven mode
@@ -328,6 +329,9 @@ func (c *Conn) Err() error {
 func (c *Conn) Stats() Stats {
 	c.mu.Lock()
 	qm, qb := c.q.qMsgs, c.q.qBytes
+	if c.lone != nil {
+		qm, qb = qm+1, qb+len(c.lone.data)
+	}
 	c.mu.Unlock()
 	return Stats{
 		MessagesIn:  c.msgsIn.Load(),

@@ -544,6 +544,18 @@ func writev2(fd int, a, b []byte) (int, error) {
 // waits for EPOLLOUT.
 func (c *Conn) flushFDLocked() (int, error) {
 	total := 0
+	if pm := c.lone; pm != nil {
+		// Nothing else is queued: the shared frame goes out from where it
+		// is, and only what the socket does not take is copied.
+		c.lone = nil
+		if err := c.writeDirectLocked(byte(pm.typ), false, nil, pm.frame, len(pm.data)); err != nil {
+			return 0, err
+		}
+		if c.q.outOff == len(c.q.out) {
+			return len(pm.frame), nil
+		}
+		return 0, nil // the rest waits for the socket to drain
+	}
 	for c.q.outOff < len(c.q.out) {
 		n, err := rawWrite(c.fd, c.q.out[c.q.outOff:])
 		if n > 0 {

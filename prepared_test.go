@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/wsgate/wsgate"
 )
@@ -175,5 +176,92 @@ func TestSlowConsumerStatus(t *testing.T) {
 	}
 	if _, err := wsgate.Dial(context.Background(), "ws://127.0.0.1:1/", &wsgate.Options{SlowConsumerStatus: 1005}); err == nil || !strings.Contains(err.Error(), "SlowConsumerStatus") {
 		t.Fatalf("an unsendable code was accepted: %v", err)
+	}
+}
+
+// Enqueue on an idle connection keeps the shared frame by reference; what
+// is queued next (a Write, another Enqueue, a close) must still go out
+// after it, whole and in order, whatever the sizes.
+func TestEnqueueInterleavedWithWrites(t *testing.T) {
+	url, conns := testServer(t, &wsgate.Options{PingInterval: -1, SendQueueMessages: 1 << 20, SendQueueBytes: 1 << 30})
+	peer := rawDial(t, url)
+	server := <-conns
+	t.Cleanup(func() { server.CloseNow() })
+	const n = 3000
+	payload := func(i int) []byte {
+		size := 10 + i%7
+		if i%50 == 0 {
+			size = 70<<10 + i // a frame the socket may take only in part
+		}
+		p := bytes.Repeat([]byte{byte('a' + i%26)}, size)
+		copy(p, fmt.Sprint(i))
+		return p
+	}
+	errc := make(chan error, 1)
+	go func() {
+		for i := range n {
+			p := payload(i)
+			var err error
+			if i%3 == 1 {
+				err = server.Write(context.Background(), wsgate.BinaryMessage, p)
+			} else {
+				pm, _ := wsgate.NewPreparedMessage(wsgate.BinaryMessage, p)
+				err = server.Enqueue(context.Background(), pm)
+			}
+			if err != nil {
+				errc <- fmt.Errorf("message %d: %w", i, err)
+				return
+			}
+		}
+		errc <- server.Close()
+	}()
+	for i := range n {
+		op, p, err := peer.next()
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		if want := payload(i); op != 0x2 || !bytes.Equal(p, want) {
+			t.Fatalf("message %d: opcode %d, %d bytes, want %d bytes", i, op, len(p), len(want))
+		}
+	}
+	if code := peer.expectClose(); code != wsgate.StatusNormalClosure {
+		t.Fatalf("close code %d", code)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A large message enqueued on an idle connection whose peer does not read
+// yet goes out in part; the rest, and what is queued behind it, follow
+// once the peer reads.
+func TestEnqueueLargeToStalledPeer(t *testing.T) {
+	url, conns := testServer(t, &wsgate.Options{PingInterval: -1, SendQueueMessages: 16, SendQueueBytes: 32 << 20})
+	peer := rawDial(t, url)
+	server := <-conns
+	t.Cleanup(func() { server.CloseNow() })
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<19) // 8 MiB
+	pm, _ := wsgate.NewPreparedMessage(wsgate.BinaryMessage, big)
+	if err := server.Enqueue(context.Background(), pm); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // the loop writes what the socket takes
+	t.Logf("queued after the first write: %+v", server.Stats())
+	for i := range 3 {
+		small, _ := wsgate.NewPreparedMessage(wsgate.TextMessage, []byte(fmt.Sprint("small ", i)))
+		if err := server.Enqueue(context.Background(), small); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := server.Write(context.Background(), wsgate.TextMessage, []byte("written")); err != nil {
+		t.Fatal(err)
+	}
+	if _, p, err := peer.next(); err != nil || !bytes.Equal(p, big) {
+		t.Fatalf("big message: %d bytes, %v", len(p), err)
+	}
+	for _, want := range []string{"small 0", "small 1", "small 2", "written"} {
+		if _, p, err := peer.next(); err != nil || string(p) != want {
+			t.Fatalf("got %q, %v; want %q", p, err, want)
+		}
 	}
 }

@@ -155,6 +155,7 @@ func (c *Conn) waitRoomLocked(ctx context.Context, size int, owner *messageWrite
 		c.mu.Lock()
 		return nil
 	}
+	c.materializeLoneLocked() // counted like any queued message from here on
 	for {
 		if c.phase != phaseOpen {
 			err := &closedErr{op: "write", cause: c.cause}
@@ -244,6 +245,7 @@ func (c *Conn) growOutLocked(n int) {
 // appendFrameLocked encodes a frame at the end of out. size is the payload's
 // size for accounting, -1 for control frames.
 func (c *Conn) appendFrameLocked(fin, rsv1 bool, op byte, p []byte, size int, frag bool) {
+	c.materializeLoneLocked()
 	if fin && !rsv1 && !frag && size >= 0 && c.tryJoinLocked(op, p, size) {
 		return
 	}
@@ -274,6 +276,7 @@ func (c *Conn) appendFrameLocked(fin, rsv1 bool, op byte, p []byte, size int, fr
 
 // appendEncodedLocked queues an encoded frame of a data message.
 func (c *Conn) appendEncodedLocked(op byte, frame []byte, size int) {
+	c.materializeLoneLocked()
 	if frame[0]&rsv1Bit == 0 {
 		if h := headerLen(frame[0], frame[1]); c.tryJoinLocked(op, frame[h:], size) {
 			return
@@ -359,6 +362,21 @@ func (c *Conn) Enqueue(ctx context.Context, pm *PreparedMessage) error {
 	}
 	c.msgsOut.Add(1)
 	c.bytesOut.Add(uint64(size))
+	if c.fd >= 0 && c.deflate == nil && !c.corked && c.q == &noQueue && c.lone == nil {
+		// Nothing else is queued: keep pm itself rather than a copy of
+		// its frame. A broadcast to many idle subscribers then takes no
+		// queue and copies nothing per subscriber; the loop writes the
+		// shared frame. Anything queued after it makes it an ordinary
+		// queued frame first (materializeLoneLocked), so order and the
+		// queue's accounting stay as they were.
+		c.lone = pm
+		if !c.flushPosted {
+			c.flushPosted = true
+			c.loop.post(task{c: c, kind: taskFlush})
+		}
+		c.mu.Unlock()
+		return nil
+	}
 	c.appendEncodedLocked(byte(pm.typ), frame, size)
 	c.flushSoonLocked()
 	c.mu.Unlock()
@@ -366,12 +384,24 @@ func (c *Conn) Enqueue(ctx context.Context, pm *PreparedMessage) error {
 	return nil
 }
 
+// materializeLoneLocked turns the message Enqueue kept by reference into
+// an ordinary queued frame, before anything else is queued, counted or
+// removed.
+func (c *Conn) materializeLoneLocked() {
+	pm := c.lone
+	if pm == nil {
+		return
+	}
+	c.lone = nil
+	c.appendEncodedLocked(byte(pm.typ), pm.frame, len(pm.data))
+}
+
 // flushSoonLocked arranges for the queue to be written without writing it
 // now: a flush task for the event loop (one at a time), or a writer
 // goroutine on the net.Conn transport. A corked connection is flushed when
 // its loop uncorks it.
 func (c *Conn) flushSoonLocked() {
-	if c.phase >= phaseDown || c.corked || c.q.outOff == len(c.q.out) {
+	if c.phase >= phaseDown || c.corked || (c.q.outOff == len(c.q.out) && c.lone == nil) {
 		return
 	}
 	if c.fd < 0 {
@@ -490,6 +520,7 @@ func (c *Conn) releaseQueueLocked() {
 // removeUnsentLocked removes the first (oldest) or last queued frame that
 // matches and has not started to go out. It reports whether it removed one.
 func (c *Conn) removeUnsentLocked(match func(qmark) bool, last bool) bool {
+	c.materializeLoneLocked()
 	found := -1
 	for i, m := range c.q.marks {
 		if m.start >= c.q.outOff && m.start >= c.q.inflight && match(m) {
@@ -558,7 +589,7 @@ func (c *Conn) sendPongLocked(payload []byte, mayBlock bool) {
 // continues elsewhere (on the loop when the socket drains, or on another
 // goroutine) is not counted.
 func (c *Conn) flushLocked(mayBlock bool) (int, error) {
-	if c.phase >= phaseDown || c.corked || c.q.outOff == len(c.q.out) {
+	if c.phase >= phaseDown || c.corked || (c.q.outOff == len(c.q.out) && c.lone == nil) {
 		return 0, nil
 	}
 	if c.fd >= 0 {
