@@ -345,8 +345,10 @@ func (c *Conn) tryJoinLocked(op byte, p []byte, size int) bool {
 // meanwhile. A broadcast that enqueues each of a burst of messages to many
 // connections therefore costs one system call per connection for the
 // burst, where WritePrepared costs one per message; with JoinSeparator set,
-// the burst also goes out in fewer frames. The queue policy applies as for
-// Write; ctx only matters for PolicyBlock.
+// the burst also goes out in fewer frames. When nothing else is queued,
+// the connection keeps pm itself rather than a copy of its frame, so pm's
+// frame must not change (PreparedMessage never does). The queue policy
+// applies as for Write; ctx only matters for PolicyBlock.
 func (c *Conn) Enqueue(ctx context.Context, pm *PreparedMessage) error {
 	if !c.server {
 		return c.WritePrepared(ctx, pm)
