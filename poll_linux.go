@@ -551,10 +551,9 @@ func (c *Conn) flushFDLocked() (int, error) {
 		if err := c.writeDirectLocked(byte(pm.typ), false, nil, pm.frame, len(pm.data)); err != nil {
 			return 0, err
 		}
-		if c.q.outOff == len(c.q.out) {
-			return len(pm.frame), nil
-		}
-		return 0, nil // the rest waits for the socket to drain
+		// What is queued now is the part the socket did not take; it
+		// waits for EPOLLOUT.
+		return len(pm.frame) - (len(c.q.out) - c.q.outOff), nil
 	}
 	for c.q.outOff < len(c.q.out) {
 		n, err := rawWrite(c.fd, c.q.out[c.q.outOff:])

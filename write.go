@@ -372,10 +372,7 @@ func (c *Conn) Enqueue(ctx context.Context, pm *PreparedMessage) error {
 		// queued frame first (materializeLoneLocked), so order and the
 		// queue's accounting stay as they were.
 		c.lone = pm
-		if !c.flushPosted {
-			c.flushPosted = true
-			c.loop.post(task{c: c, kind: taskFlush})
-		}
+		c.flushSoonLocked()
 		c.mu.Unlock()
 		return nil
 	}
