@@ -570,14 +570,8 @@ func TestOnMessagePanicClosesOnlyThatConnection(t *testing.T) {
 // wss:// end to end: TLS connections use the net.Conn transport on both
 // sides.
 func TestTLS(t *testing.T) {
-	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		wsgate.Upgrade(w, r, &wsgate.Options{OnMessage: func(c *wsgate.Conn, typ wsgate.MessageType, p []byte) {
-			c.Write(context.Background(), typ, p)
-		}})
-	}))
-	defer srv.Close()
-	pool := srv.Client().Transport.(*http.Transport).TLSClientConfig
-	c := dial(t, "wss"+strings.TrimPrefix(srv.URL, "https"), &wsgate.Options{TLSConfig: pool})
+	url, cfg := tlsEchoServer(t, nil, nil)
+	c := dial(t, url, &wsgate.Options{TLSConfig: cfg})
 	write(t, c, wsgate.BinaryMessage, []byte("over TLS"))
 	if _, p := read(t, c); string(p) != "over TLS" {
 		t.Fatalf("got %q", p)
