@@ -58,9 +58,17 @@ type Hub struct {
 	cancel context.CancelFunc
 
 	goMu    sync.Mutex
-	wg      sync.WaitGroup
+	wg      sync.WaitGroup // the functions started with Go
 	closing bool
 	tickers sync.WaitGroup
+
+	// Goroutines that ran a function of Go stay for the next one, at most
+	// maxIdleWorkers of them: a fresh goroutine grows its stack again for
+	// every connection's commands, which was 8 % of a connect+subscribe.
+	work     chan func()    // hands a function to an idle worker
+	workStop chan struct{}  // closed by Shutdown: idle workers end
+	idle     atomic.Int32   // workers waiting on work
+	workers  sync.WaitGroup // every worker goroutine
 
 	pings struct {
 		sync.Mutex
@@ -177,6 +185,8 @@ func New(ctx context.Context, cfg Config) (*Hub, error) {
 		h.users[i].users = make(map[string][]*Client)
 		h.chans[i].chans = make(map[string]*channel)
 	}
+	h.work = make(chan func())
+	h.workStop = make(chan struct{})
 	h.life, h.cancel = context.WithCancel(context.Background())
 	// ctx bounds the broker's start only; its deliveries live as long as
 	// the hub.
@@ -201,7 +211,9 @@ func New(ctx context.Context, cfg Config) (*Hub, error) {
 }
 
 // Go runs f on a goroutine that Shutdown waits for. Transports use it for
-// work that must not run on an event loop (a client's commands). It
+// work that must not run on an event loop (a client's commands). The
+// goroutine may be one that ran an earlier f: up to 64 stay between
+// functions, so their stacks need not grow again, and Shutdown ends them. It
 // returns false, without running f, once Shutdown has started. A panic in
 // f is logged and recovered.
 func (h *Hub) Go(f func()) bool {
@@ -211,13 +223,44 @@ func (h *Hub) Go(f func()) bool {
 		return false
 	}
 	h.wg.Add(1)
+	h.workers.Add(1) // for a new worker; given back if an idle one takes f
 	h.goMu.Unlock()
-	go func() {
-		defer h.wg.Done()
-		defer h.recoverPanic("goroutine")
-		f()
-	}()
+	select {
+	case h.work <- f:
+		h.workers.Done()
+	default:
+		go h.worker(f)
+	}
 	return true
+}
+
+// maxIdleWorkers bounds the goroutines kept for Go between functions.
+const maxIdleWorkers = 64
+
+// worker runs f, then, as one of at most maxIdleWorkers idle workers,
+// waits for the next function of Go until Shutdown.
+func (h *Hub) worker(f func()) {
+	defer h.workers.Done()
+	for {
+		h.runWork(f)
+		if h.idle.Add(1) > maxIdleWorkers {
+			h.idle.Add(-1)
+			return
+		}
+		select {
+		case f = <-h.work:
+			h.idle.Add(-1)
+		case <-h.workStop:
+			h.idle.Add(-1)
+			return
+		}
+	}
+}
+
+func (h *Hub) runWork(f func()) {
+	defer h.wg.Done()
+	defer h.recoverPanic("goroutine")
+	f()
 }
 
 func (h *Hub) recoverPanic(what string) {
@@ -236,6 +279,9 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	h.goMu.Lock()
 	first := !h.closing
 	h.closing = true
+	if first {
+		close(h.workStop)
+	}
 	h.goMu.Unlock()
 	if first {
 		for i := range h.clients {
@@ -256,6 +302,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		h.wg.Wait()
+		h.workers.Wait()
 		h.cancel()
 		h.tickers.Wait()
 		close(done)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -733,4 +734,44 @@ func TestChannelChurn(t *testing.T) {
 		p.conn.CloseNow()
 	}
 	waitFor(t, "the channel to go", func() bool { return e.h.Stats().Channels == 0 })
+}
+
+// Go keeps at most maxIdleWorkers goroutines between functions, hands the
+// next function to one of them, and Shutdown ends them (TestMain's goleak
+// check sees any left).
+func TestGoKeepsWarmWorkers(t *testing.T) {
+	h, err := New(bg, Config{AllowAnonymous: true, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = maxIdleWorkers + 36
+	var wg sync.WaitGroup
+	release := make(chan struct{})
+	for range n {
+		wg.Add(1)
+		if !h.Go(func() { defer wg.Done(); <-release }) {
+			t.Fatal("Go refused before Shutdown")
+		}
+	}
+	close(release)
+	wg.Wait()
+	waitFor(t, "the idle workers to settle", func() bool { return h.idle.Load() == maxIdleWorkers })
+	before := runtime.NumGoroutine()
+	ran := make(chan struct{})
+	h.Go(func() { close(ran) })
+	<-ran
+	if after := runtime.NumGoroutine(); after > before {
+		t.Errorf("%d goroutines after Go with idle workers, %d before: a new one was started", after, before)
+	}
+	ctx, cancel := context.WithTimeout(bg, 10*time.Second)
+	defer cancel()
+	if err := h.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.idle.Load(); got != 0 {
+		t.Fatalf("%d idle workers after Shutdown", got)
+	}
+	if h.Go(func() {}) {
+		t.Fatal("Go ran a function after Shutdown")
+	}
 }
