@@ -193,9 +193,9 @@ func newDeflater(p deflateParams, server bool) *deflater {
 }
 
 var (
-	fastWriters    sync.Pool // *flate.Writer, BestSpeed
-	huffmanWriters sync.Pool // *flate.Writer, HuffmanOnly
-	flateReaders   sync.Pool // io.ReadCloser implementing flate.Resetter
+	fastWriters    sync.Pool // *compressor, BestSpeed
+	huffmanWriters sync.Pool // *compressor, HuffmanOnly
+	inflaters      sync.Pool // *inflater, each with its flate reader
 )
 
 type appendWriter struct{ b []byte }
@@ -205,6 +205,13 @@ func (w *appendWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// compressor is a pooled flate writer with the buffer it appends to, so
+// compressing a message allocates nothing.
+type compressor struct {
+	w  appendWriter
+	fw *flate.Writer // writes to w
+}
+
 // compress appends p's compressed form, without the trailing
 // 0x00 0x00 0xff 0xff, to dst.
 func (d *deflater) compress(dst, p []byte) []byte {
@@ -212,18 +219,19 @@ func (d *deflater) compress(dst, p []byte) []byte {
 	if d.huffmanOnly {
 		pool, level = &huffmanWriters, flate.HuffmanOnly
 	}
-	w := &appendWriter{b: dst}
-	fw, _ := pool.Get().(*flate.Writer)
-	if fw == nil {
-		fw, _ = flate.NewWriter(w, level)
+	z, _ := pool.Get().(*compressor)
+	if z == nil {
+		z = &compressor{}
+		z.fw, _ = flate.NewWriter(&z.w, level)
 	} else {
-		fw.Reset(w)
+		z.fw.Reset(&z.w) // no context from the previous message
 	}
-	fw.Write(p)
-	fw.Flush()
-	fw.Reset(io.Discard)
-	pool.Put(fw)
-	out := w.b
+	z.w.b = dst
+	z.fw.Write(p)
+	z.fw.Flush()
+	out := z.w.b
+	z.w.b = nil
+	pool.Put(z)
 	if bytes.HasSuffix(out[len(dst):], []byte{0, 0, 0xff, 0xff}) {
 		out = out[:len(out)-4]
 	}
@@ -238,9 +246,11 @@ var deflateTail = []byte{0x00, 0x00, 0xff, 0xff, 0x01, 0x00, 0x00, 0xff, 0xff}
 
 // inflater inflates one message, possibly in several steps. Its output
 // grows in buffers from the frame pools (getOut): whoever takes the
-// message gives the buffer back (putOut) or copies it.
+// message gives the buffer back (putOut) or copies it. Inflaters are
+// pooled with their flate readers, so receiving a compressed message
+// allocates nothing.
 type inflater struct {
-	fr    io.ReadCloser // pooled; implements flate.Resetter
+	fr    io.ReadCloser // implements flate.Resetter; reads src
 	src   inflateSource
 	op    byte
 	limit int64 // -1: none
@@ -291,14 +301,15 @@ var exhaustedSource = &inflateSource{tail: len(deflateTail)}
 // with opcode op, at most limit bytes (-1: no limit). p must stay unchanged
 // until the inflater is closed.
 func (d *deflater) startInflate(p []byte, op byte, limit int64) *inflater {
-	in := &inflater{src: inflateSource{p: p}, op: op, limit: limit}
-	fr, _ := flateReaders.Get().(io.ReadCloser)
-	if fr == nil {
-		fr = flate.NewReaderDict(&in.src, d.dict)
+	in, _ := inflaters.Get().(*inflater)
+	if in == nil {
+		in = &inflater{src: inflateSource{p: p}}
+		in.fr = flate.NewReaderDict(&in.src, d.dict)
 	} else {
-		fr.(flate.Resetter).Reset(&in.src, d.dict)
+		in.src = inflateSource{p: p}
+		in.fr.(flate.Resetter).Reset(&in.src, d.dict)
 	}
-	in.fr = fr
+	in.op, in.limit, in.out = op, limit, nil
 	return in
 }
 
@@ -339,21 +350,20 @@ func (in *inflater) step(c *Conn, quota int) (done bool, err error) {
 	return false, nil
 }
 
-// close returns the flate reader to its pool.
+// close gives the inflater back to its pool, without its output: the
+// caller takes in.out first. in must not be used after.
 func (in *inflater) close() {
-	if in.fr != nil {
-		in.fr.(flate.Resetter).Reset(exhaustedSource, nil)
-		flateReaders.Put(in.fr)
-		in.fr = nil
-	}
+	in.fr.(flate.Resetter).Reset(exhaustedSource, nil) // drops the payload and the dictionary
+	in.src = inflateSource{}
+	in.out = nil
+	inflaters.Put(in)
 }
 
-// discard closes the inflater and gives its output buffer back: for a
-// message that is abandoned.
+// discard gives the inflater and its output buffer back: for a message
+// that is abandoned.
 func (in *inflater) discard() {
-	in.close()
 	putOut(in.out)
-	in.out = nil
+	in.close()
 }
 
 // remember keeps the end of an inflated message as the dictionary of the
@@ -379,10 +389,13 @@ func (d *deflater) remember(c *Conn, b []byte) {
 // limit), and remembers its end as the next message's dictionary.
 func (d *deflater) decompress(c *Conn, p []byte, limit int64) ([]byte, error) {
 	in := d.startInflate(p, opBinary, limit)
-	defer in.close()
-	if _, err := in.step(c, -1); err != nil {
+	_, err := in.step(c, -1)
+	out := in.out
+	in.close()
+	if err != nil {
+		putOut(out)
 		return nil, err
 	}
-	d.remember(c, in.out)
-	return in.out, nil
+	d.remember(c, out)
+	return out, nil
 }

@@ -414,7 +414,7 @@ func (c *Conn) continueInflate() bool {
 	}
 	rs.inflating = nil
 	rs.paused = false
-	out := in.out
+	out, op := in.out, in.op
 	in.close()
 	c.charge(-int64(cap(out)))
 	c.releaseMsg()
@@ -427,7 +427,7 @@ func (c *Conn) continueInflate() bool {
 		}
 		return true
 	}
-	if in.op == opText && !utf8.Valid(out) {
+	if op == opText && !utf8.Valid(out) {
 		putOut(out)
 		c.fail(StatusInvalidFramePayloadData, "invalid UTF-8")
 		return true
@@ -436,7 +436,7 @@ func (c *Conn) continueInflate() bool {
 	// A pooled buffer goes back once OnMessage returns (the receive queue
 	// gets a copy of the message's size); a larger one is the message's.
 	pooled := isPooledOut(out)
-	c.deliver(MessageType(in.op), out, !pooled)
+	c.deliver(MessageType(op), out, !pooled)
 	if pooled {
 		putOut(out)
 	}
