@@ -548,12 +548,13 @@ func (c *Conn) flushFDLocked() (int, error) {
 		// Nothing else is queued: the shared frame goes out from where it
 		// is, and only what the socket does not take is copied.
 		c.lone = nil
-		if err := c.writeDirectLocked(byte(pm.typ), false, nil, pm.frame, len(pm.data)); err != nil {
+		frame := pm.frameFor(c.deflate)
+		if err := c.writeDirectLocked(byte(pm.typ), false, nil, frame, len(pm.data)); err != nil {
 			return 0, err
 		}
 		// What is queued now is the part the socket did not take; it
 		// waits for EPOLLOUT.
-		return len(pm.frame) - (len(c.q.out) - c.q.outOff), nil
+		return len(frame) - (len(c.q.out) - c.q.outOff), nil
 	}
 	for c.q.outOff < len(c.q.out) {
 		n, err := rawWrite(c.fd, c.q.out[c.q.outOff:])

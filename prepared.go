@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 )
 
@@ -21,8 +22,8 @@ type PreparedMessage struct {
 	data  []byte // the payload
 	frame []byte // header and payload, unmasked and uncompressed
 
-	mu       sync.Mutex
-	deflated [2][]byte // compressed frames, BestSpeed and Huffman-only, made on first use
+	mu       sync.Mutex                // serializes building deflated
+	deflated [2]atomic.Pointer[[]byte] // compressed frames, BestSpeed and Huffman-only, made on first use
 }
 
 // NewPreparedMessage encodes a message of type typ with payload data, which
@@ -51,19 +52,32 @@ func (pm *PreparedMessage) Type() MessageType { return pm.typ }
 // Len returns the payload's length in bytes.
 func (pm *PreparedMessage) Len() int { return len(pm.data) }
 
+// frameFor returns the frame a connection that compresses with d (nil:
+// no compression) writes for pm.
+func (pm *PreparedMessage) frameFor(d *deflater) []byte {
+	if d == nil {
+		return pm.frame
+	}
+	return pm.deflatedFrame(d)
+}
+
 // deflatedFrame returns the message's compressed frame for d, building it
 // on first use. Servers never keep compression context between messages
 // (server_no_context_takeover), so one compressed frame fits every
-// connection that compresses the same way.
+// connection that compresses the same way. Once built, it is read without
+// a lock: every subscriber's loop asks for it.
 func (pm *PreparedMessage) deflatedFrame(d *deflater) []byte {
 	i := 0
 	if d.huffmanOnly {
 		i = 1
 	}
+	if f := pm.deflated[i].Load(); f != nil {
+		return *f
+	}
 	pm.mu.Lock()
 	defer pm.mu.Unlock()
-	if f := pm.deflated[i]; f != nil {
-		return f
+	if f := pm.deflated[i].Load(); f != nil {
+		return *f
 	}
 	buf := getBuffer()
 	*buf = d.compress((*buf)[:0], pm.data)
@@ -73,7 +87,7 @@ func (pm *PreparedMessage) deflatedFrame(d *deflater) []byte {
 	copy(f, hb[:h])
 	copy(f[h:], *buf)
 	putBuffer(buf)
-	pm.deflated[i] = f
+	pm.deflated[i].Store(&f)
 	return f
 }
 
@@ -83,9 +97,5 @@ func (c *Conn) WritePrepared(ctx context.Context, pm *PreparedMessage) error {
 	if !c.server {
 		return c.Write(ctx, pm.typ, pm.data)
 	}
-	if c.deflate != nil {
-		f := pm.deflatedFrame(c.deflate)
-		return c.writeFrame(ctx, byte(pm.typ), f, len(pm.data))
-	}
-	return c.writeFrame(ctx, byte(pm.typ), pm.frame, len(pm.data))
+	return c.writeFrame(ctx, byte(pm.typ), pm.frameFor(c.deflate), len(pm.data))
 }

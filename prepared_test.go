@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -179,56 +180,101 @@ func TestSlowConsumerStatus(t *testing.T) {
 	}
 }
 
-// Enqueue on an idle connection keeps the shared frame by reference; what
-// is queued next (a Write, another Enqueue, a close) must still go out
-// after it, whole and in order, whatever the sizes.
+// enqueuePeer is the reading end of the Enqueue tests: a raw client that
+// sees frames as the server wrote them, or a wsgate client that offered
+// permessage-deflate, so the server enqueues compressed frames.
+type enqueuePeer struct {
+	server *wsgate.Conn
+	next   func() (op byte, p []byte, err error)
+	closed func() int // the close code the server sent
+}
+
+func enqueuePair(t *testing.T, compress bool, opts wsgate.Options) enqueuePeer {
+	t.Helper()
+	opts.Compression = compress
+	url, conns := testServer(t, &opts)
+	var e enqueuePeer
+	if compress {
+		client := dial(t, url, &wsgate.Options{Compression: true, ReadLimit: 64 << 20})
+		e.next = func() (byte, []byte, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+			defer cancel()
+			typ, p, err := client.Read(ctx)
+			return byte(typ), p, err
+		}
+		e.closed = func() int {
+			_, _, err := client.Read(context.Background())
+			var ce *wsgate.CloseError
+			if !errors.As(err, &ce) {
+				t.Fatalf("read after the last message: %v, want a close", err)
+			}
+			return int(ce.Code)
+		}
+	} else {
+		peer := rawDial(t, url)
+		e.next = peer.next
+		e.closed = func() int { return int(peer.expectClose()) }
+	}
+	e.server = <-conns
+	if e.server.Compressed() != compress {
+		t.Fatalf("Compressed() = %v, want %v", e.server.Compressed(), compress)
+	}
+	t.Cleanup(func() { e.server.CloseNow() })
+	return e
+}
+
+// Enqueue on an idle connection keeps the shared frame by reference (the
+// plain one, or the compressed one); what is queued next (a Write, another
+// Enqueue, a close) must still go out after it, whole and in order,
+// whatever the sizes.
 func TestEnqueueInterleavedWithWrites(t *testing.T) {
-	url, conns := testServer(t, &wsgate.Options{PingInterval: -1, SendQueueMessages: 1 << 20, SendQueueBytes: 1 << 30})
-	peer := rawDial(t, url)
-	server := <-conns
-	t.Cleanup(func() { server.CloseNow() })
-	const n = 3000
-	payload := func(i int) []byte {
-		size := 10 + i%7
-		if i%50 == 0 {
-			size = 70<<10 + i // a frame the socket may take only in part
-		}
-		p := bytes.Repeat([]byte{byte('a' + i%26)}, size)
-		copy(p, fmt.Sprint(i))
-		return p
-	}
-	errc := make(chan error, 1)
-	go func() {
-		for i := range n {
-			p := payload(i)
-			var err error
-			if i%3 == 1 {
-				err = server.Write(context.Background(), wsgate.BinaryMessage, p)
-			} else {
-				pm, _ := wsgate.NewPreparedMessage(wsgate.BinaryMessage, p)
-				err = server.Enqueue(context.Background(), pm)
+	for _, compress := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "compressed"}[compress], func(t *testing.T) {
+			e := enqueuePair(t, compress, wsgate.Options{PingInterval: -1, SendQueueMessages: 1 << 20, SendQueueBytes: 1 << 30})
+			const n = 3000
+			payload := func(i int) []byte {
+				size := 10 + i%7
+				if i%50 == 0 {
+					size = 70<<10 + i // a frame the socket may take only in part
+				}
+				p := bytes.Repeat([]byte{byte('a' + i%26)}, size)
+				copy(p, fmt.Sprint(i))
+				return p
 			}
-			if err != nil {
-				errc <- fmt.Errorf("message %d: %w", i, err)
-				return
+			errc := make(chan error, 1)
+			go func() {
+				for i := range n {
+					p := payload(i)
+					var err error
+					if i%3 == 1 {
+						err = e.server.Write(context.Background(), wsgate.BinaryMessage, p)
+					} else {
+						pm, _ := wsgate.NewPreparedMessage(wsgate.BinaryMessage, p)
+						err = e.server.Enqueue(context.Background(), pm)
+					}
+					if err != nil {
+						errc <- fmt.Errorf("message %d: %w", i, err)
+						return
+					}
+				}
+				errc <- e.server.Close()
+			}()
+			for i := range n {
+				op, p, err := e.next()
+				if err != nil {
+					t.Fatalf("message %d: %v", i, err)
+				}
+				if want := payload(i); op != 0x2 || !bytes.Equal(p, want) {
+					t.Fatalf("message %d: opcode %d, %d bytes, want %d bytes", i, op, len(p), len(want))
+				}
 			}
-		}
-		errc <- server.Close()
-	}()
-	for i := range n {
-		op, p, err := peer.next()
-		if err != nil {
-			t.Fatalf("message %d: %v", i, err)
-		}
-		if want := payload(i); op != 0x2 || !bytes.Equal(p, want) {
-			t.Fatalf("message %d: opcode %d, %d bytes, want %d bytes", i, op, len(p), len(want))
-		}
-	}
-	if code := peer.expectClose(); code != wsgate.StatusNormalClosure {
-		t.Fatalf("close code %d", code)
-	}
-	if err := <-errc; err != nil {
-		t.Fatal(err)
+			if code := e.closed(); code != int(wsgate.StatusNormalClosure) {
+				t.Fatalf("close code %d", code)
+			}
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
 
@@ -236,32 +282,36 @@ func TestEnqueueInterleavedWithWrites(t *testing.T) {
 // yet goes out in part; the rest, and what is queued behind it, follow
 // once the peer reads.
 func TestEnqueueLargeToStalledPeer(t *testing.T) {
-	url, conns := testServer(t, &wsgate.Options{PingInterval: -1, SendQueueMessages: 16, SendQueueBytes: 32 << 20})
-	peer := rawDial(t, url)
-	server := <-conns
-	t.Cleanup(func() { server.CloseNow() })
-	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<19) // 8 MiB
-	pm, _ := wsgate.NewPreparedMessage(wsgate.BinaryMessage, big)
-	if err := server.Enqueue(context.Background(), pm); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(50 * time.Millisecond) // the loop writes what the socket takes
-	t.Logf("queued after the first write: %+v", server.Stats())
-	for i := range 3 {
-		small, _ := wsgate.NewPreparedMessage(wsgate.TextMessage, []byte(fmt.Sprint("small ", i)))
-		if err := server.Enqueue(context.Background(), small); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := server.Write(context.Background(), wsgate.TextMessage, []byte("written")); err != nil {
-		t.Fatal(err)
-	}
-	if _, p, err := peer.next(); err != nil || !bytes.Equal(p, big) {
-		t.Fatalf("big message: %d bytes, %v", len(p), err)
-	}
-	for _, want := range []string{"small 0", "small 1", "small 2", "written"} {
-		if _, p, err := peer.next(); err != nil || string(p) != want {
-			t.Fatalf("got %q, %v; want %q", p, err, want)
-		}
+	for _, compress := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "compressed"}[compress], func(t *testing.T) {
+			e := enqueuePair(t, compress, wsgate.Options{PingInterval: -1, SendQueueMessages: 16, SendQueueBytes: 32 << 20})
+			// 8 MiB; random bytes, so that compressed it is still larger
+			// than what the socket takes at once.
+			big := make([]byte, 8<<20)
+			rand.NewChaCha8([32]byte{1}).Read(big)
+			pm, _ := wsgate.NewPreparedMessage(wsgate.BinaryMessage, big)
+			if err := e.server.Enqueue(context.Background(), pm); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(50 * time.Millisecond) // the loop writes what the socket takes
+			t.Logf("queued after the first write: %+v", e.server.Stats())
+			for i := range 3 {
+				small, _ := wsgate.NewPreparedMessage(wsgate.TextMessage, []byte(fmt.Sprint("small ", i)))
+				if err := e.server.Enqueue(context.Background(), small); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := e.server.Write(context.Background(), wsgate.TextMessage, []byte("written")); err != nil {
+				t.Fatal(err)
+			}
+			if _, p, err := e.next(); err != nil || !bytes.Equal(p, big) {
+				t.Fatalf("big message: %d bytes, %v", len(p), err)
+			}
+			for _, want := range []string{"small 0", "small 1", "small 2", "written"} {
+				if _, p, err := e.next(); err != nil || string(p) != want {
+					t.Fatalf("got %q, %v; want %q", p, err, want)
+				}
+			}
+		})
 	}
 }

@@ -353,10 +353,7 @@ func (c *Conn) Enqueue(ctx context.Context, pm *PreparedMessage) error {
 	if !c.server {
 		return c.WritePrepared(ctx, pm)
 	}
-	frame := pm.frame
-	if c.deflate != nil {
-		frame = pm.deflatedFrame(c.deflate)
-	}
+	frame := pm.frameFor(c.deflate) // built (compressed) here, outside the lock
 	size := len(pm.data)
 	c.mu.Lock()
 	if err := c.waitRoomLocked(ctx, size, nil); err != nil {
@@ -364,7 +361,7 @@ func (c *Conn) Enqueue(ctx context.Context, pm *PreparedMessage) error {
 	}
 	c.msgsOut.Add(1)
 	c.bytesOut.Add(uint64(size))
-	if c.fd >= 0 && c.deflate == nil && !c.corked && c.q == &noQueue && c.lone == nil {
+	if c.fd >= 0 && !c.corked && c.q == &noQueue && c.lone == nil {
 		// Nothing else is queued: keep pm itself rather than a copy of
 		// its frame. A broadcast to many idle subscribers then takes no
 		// queue and copies nothing per subscriber; the loop writes the
@@ -392,7 +389,7 @@ func (c *Conn) materializeLoneLocked() {
 		return
 	}
 	c.lone = nil
-	c.appendEncodedLocked(byte(pm.typ), pm.frame, len(pm.data))
+	c.appendEncodedLocked(byte(pm.typ), pm.frameFor(c.deflate), len(pm.data))
 }
 
 // flushSoonLocked arranges for the queue to be written without writing it
