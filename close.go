@@ -192,7 +192,7 @@ func (c *Conn) shutdownLocked() {
 		c.loop.post(task{c: c, kind: taskClose})
 		return
 	}
-	c.nt.nc.Close()
+	closeNetConn(c.nt.nc)
 	select {
 	case c.nt.resume <- struct{}{}:
 	default:

@@ -145,3 +145,16 @@ func (c *Conn) flushNetLocked() (int, error) {
 	c.writing = false // advanceLocked released the drained buffer
 	return total, werr
 }
+
+// closeNetConn closes the transport without writing to it. A *tls.Conn's
+// own Close first sends a close_notify alert and waits up to 5 seconds for
+// a peer that does not read to take it, and the caller holds c.mu. The
+// WebSocket closing handshake travels inside the TLS stream, so it already
+// tells the peer that the stream ended where it should; the alert adds
+// nothing to it.
+func closeNetConn(nc net.Conn) {
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	nc.Close()
+}
