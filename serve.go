@@ -143,6 +143,14 @@ func (s *Server) Serve(ln net.Listener) error {
 	err = <-s.httpDone
 	s.stopFast()
 	ln.Close()
+	s.mu.Lock()
+	stopped := s.state == 2
+	s.mu.Unlock()
+	if stopped && errors.Is(err, net.ErrClosed) {
+		// Shutdown and Close close the hand-off listener before they tell
+		// HTTP, which then reports the closed listener as its own failure.
+		err = ErrServerClosed
+	}
 	return err
 }
 
