@@ -384,18 +384,3 @@ func (d *deflater) remember(c *Conn, b []byte) {
 	}
 	c.charge(int64(cap(d.dict) - old))
 }
-
-// decompress inflates one message at once, at most limit bytes (-1: no
-// limit), and remembers its end as the next message's dictionary.
-func (d *deflater) decompress(c *Conn, p []byte, limit int64) ([]byte, error) {
-	in := d.startInflate(p, opBinary, limit)
-	_, err := in.step(c, -1)
-	out := in.out
-	in.close()
-	if err != nil {
-		putOut(out)
-		return nil, err
-	}
-	d.remember(c, out)
-	return out, nil
-}

@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -180,6 +183,7 @@ func (e *engine) sweep(stop, retune chan struct{}, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var snap []*Conn
+	var rel memoryReleaser
 	for {
 		select {
 		case <-stop:
@@ -220,6 +224,9 @@ func (e *engine) sweep(stop, retune chan struct{}, every time.Duration) {
 			if l.handshaking() {
 				l.post(task{kind: taskSweep})
 			}
+		}
+		if rel.due(time.Now(), largeTaken.Load(), time.Duration(memoryQuiet.Load())) {
+			releaseMemory()
 		}
 		if want != every {
 			every = want
@@ -318,16 +325,19 @@ func getOut(n int) []byte {
 		}
 		return new([outSmallSize]byte)[:0]
 	case n <= outLargeSize:
+		largeTaken.Add(outLargeSize)
 		if p, ok := outLarge.Get().(*[outLargeSize]byte); ok {
 			return p[:0]
 		}
 		return new([outLargeSize]byte)[:0]
 	case n <= outHugeSize:
+		largeTaken.Add(outHugeSize)
 		if p, ok := outHuge.Get().(*[outHugeSize]byte); ok {
 			return p[:0]
 		}
 		return new([outHugeSize]byte)[:0]
 	}
+	largeTaken.Add(uint64(n))
 	return make([]byte, 0, n)
 }
 
@@ -383,4 +393,67 @@ func maskKey() uint32 {
 	k := uint32(r.Uint64())
 	maskRands.Put(r)
 	return k
+}
+
+// largeTaken counts the bytes of large buffers (32 KiB and more) getOut
+// has handed out: reassembled messages, large frames and inflated output.
+// The runtime keeps such memory resident after the traffic stops, in the
+// pools and as garbage, until its next collections.
+var largeTaken atomic.Uint64
+
+// memoryQuiet is how long large-buffer traffic must have stopped before
+// the engine gives memory back (SetMemoryRelease); 0 disables it.
+var memoryQuiet atomic.Int64
+
+func init() { memoryQuiet.Store(int64(DefaultMemoryQuiet)) }
+
+// memoryReleases counts the releases, for EngineStats.
+var memoryReleases atomic.Uint64
+
+const (
+	// releaseMin is how many bytes of large buffers must have been taken
+	// since the last release for another one to be worth its collections.
+	releaseMin = 8 << 20
+	// releaseSpacing is the least time between two releases, in quiet
+	// periods (30 s by default): traffic in bursts with quiet gaps between
+	// them costs at most two collections this often.
+	releaseSpacing = 15
+)
+
+// memoryReleaser decides, on the sweeper's ticks, when traffic that took
+// large buffers has stopped long enough to give memory back. It is the
+// sweeper's own.
+type memoryReleaser struct {
+	seen     uint64    // largeTaken at the last tick
+	pending  uint64    // bytes taken since the last release
+	busy     time.Time // the last tick that saw large buffers taken
+	released time.Time // the last release
+}
+
+// due reports whether to release now, given largeTaken and memoryQuiet:
+// at least releaseMin bytes of large buffers were taken since the last
+// release, none for quiet, and the last release is releaseSpacing quiet
+// periods ago.
+func (r *memoryReleaser) due(now time.Time, taken uint64, quiet time.Duration) bool {
+	if taken != r.seen {
+		r.pending += taken - r.seen
+		r.seen = taken
+		r.busy = now
+		return false
+	}
+	if quiet <= 0 || r.pending < releaseMin || now.Sub(r.busy) < quiet ||
+		(!r.released.IsZero() && now.Sub(r.released) < releaseSpacing*quiet) {
+		return false
+	}
+	r.pending = 0
+	r.released = now
+	return true
+}
+
+// releaseMemory runs two collections, so that what the buffer pools kept
+// (they survive one) is freed too, and returns free memory to the system.
+func releaseMemory() {
+	runtime.GC()
+	debug.FreeOSMemory()
+	memoryReleases.Add(1)
 }

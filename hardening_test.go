@@ -679,3 +679,21 @@ func TestEngineStats(t *testing.T) {
 		t.Fatalf("loops serve %d connections with %d wake-ups", conns, wakeups)
 	}
 }
+
+// After traffic that took large buffers stops, the engine gives the memory
+// back (two collections and FreeOSMemory) instead of leaving it resident
+// until the runtime's next collection.
+func TestMemoryReleasedAfterLargeTraffic(t *testing.T) {
+	wsgate.SetMemoryRelease(100 * time.Millisecond)
+	t.Cleanup(func() { wsgate.SetMemoryRelease(wsgate.DefaultMemoryQuiet) })
+	c := dial(t, echoServer(t, nil), nil)
+	before := wsgate.ReadEngineStats().MemoryReleases
+	msg := make([]byte, 100<<10) // larger than a read: reassembled on both ends
+	for range 100 {
+		write(t, c, wsgate.BinaryMessage, msg)
+		if _, p := read(t, c); len(p) != len(msg) {
+			t.Fatalf("echo of %d bytes", len(p))
+		}
+	}
+	waitFor(t, "a memory release", func() bool { return wsgate.ReadEngineStats().MemoryReleases > before })
+}

@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -357,5 +358,68 @@ func BenchmarkCompressionContext(b *testing.B) {
 			b.ReportMetric(float64(raw)/float64(len(msgs)), "raw-B/msg")
 			b.ReportMetric(float64(total)/float64(len(msgs)), "wire-B/msg")
 		})
+	}
+}
+
+// decompress inflates one message at once (the read path does it in
+// steps), at most limit bytes (-1: no limit), and remembers its end as the
+// next message's dictionary: the tests' way into the inflater.
+func (d *deflater) decompress(c *Conn, p []byte, limit int64) ([]byte, error) {
+	in := d.startInflate(p, opBinary, limit)
+	_, err := in.step(c, -1)
+	out := in.out
+	in.close()
+	if err != nil {
+		putOut(out)
+		return nil, err
+	}
+	d.remember(c, out)
+	return out, nil
+}
+
+// The engine gives memory back once, after enough large-buffer traffic
+// and a quiet period; not while traffic goes on, not for a trickle, not
+// when disabled.
+func TestMemoryReleaserDue(t *testing.T) {
+	const quiet = 2 * time.Second
+	t0 := time.Unix(1000, 0)
+	var r memoryReleaser
+	taken := uint64(0)
+	step := func(d time.Duration, add uint64) bool {
+		t0 = t0.Add(d)
+		taken += add
+		return r.due(t0, taken, quiet)
+	}
+	if step(time.Second, releaseMin/2) || step(5*time.Second, 0) {
+		t.Fatal("released after less than releaseMin")
+	}
+	for range 10 { // busy: never while buffers are being taken
+		if step(time.Second, releaseMin) {
+			t.Fatal("released during traffic")
+		}
+	}
+	if step(time.Second, 0) {
+		t.Fatal("released before the quiet period")
+	}
+	if !step(time.Second, 0) {
+		t.Fatal("not released after the quiet period")
+	}
+	released := t0
+	if step(time.Second, 0) {
+		t.Fatal("released twice for one burst")
+	}
+	// The next burst: not released within releaseSpacing of the last release.
+	step(time.Second, 2*releaseMin)
+	for t0.Sub(released) < releaseSpacing*quiet-time.Second {
+		if step(time.Second, 0) {
+			t.Fatalf("released %v after the last release", t0.Sub(released))
+		}
+	}
+	if !step(2*time.Second, 0) {
+		t.Fatal("not released after releaseSpacing")
+	}
+	step(time.Second, 2*releaseMin)
+	if r.due(t0.Add(time.Hour), taken, 0) {
+		t.Fatal("released while disabled")
 	}
 }

@@ -2,6 +2,7 @@ package wsgate
 
 import (
 	"sync/atomic"
+	"time"
 )
 
 // eventLoops is the number of event loops started with the first
@@ -14,6 +15,24 @@ var eventLoops atomic.Int32
 // after none was open; loops already running keep their number.
 func SetEventLoops(n int) {
 	eventLoops.Store(int32(max(n, 0)))
+}
+
+// DefaultMemoryQuiet is how long traffic that used large buffers must have
+// stopped before the engine gives memory back (SetMemoryRelease).
+const DefaultMemoryQuiet = 2 * time.Second
+
+// SetMemoryRelease sets how long traffic that used large buffers
+// (reassembled messages, frames of 32 KiB and more, inflated output) must
+// have stopped before the engine gives the memory it left behind back to
+// the system: after at least 8 MiB of such buffers and quiet long, the
+// sweeper runs two garbage collections and returns free pages
+// (debug.FreeOSMemory), at most once per 15 quiet periods (30 s by
+// default). Without it the runtime keeps that memory resident
+// until its own next collections, up to two minutes on an idle server, so
+// memory per idle connection stays well above what the connections hold.
+// 0 or less disables it; the default is DefaultMemoryQuiet.
+func SetMemoryRelease(quiet time.Duration) {
+	memoryQuiet.Store(int64(max(quiet, 0)))
 }
 
 // loopCounters are one event loop's counters, read by EngineStats.
@@ -38,6 +57,9 @@ type EngineStats struct {
 	// Loops has one entry per running event loop (none when no connection
 	// is open, or on platforms without epoll).
 	Loops []LoopStats
+	// MemoryReleases counts the times the engine gave memory back after
+	// large-buffer traffic stopped (SetMemoryRelease).
+	MemoryReleases uint64
 }
 
 // ReadEngineStats returns the engine's counters, for metrics: cheap enough
@@ -46,7 +68,7 @@ func ReadEngineStats() EngineStats {
 	e := &defaultEngine
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	st := EngineStats{Connections: len(e.conns)}
+	st := EngineStats{Connections: len(e.conns), MemoryReleases: memoryReleases.Load()}
 	for _, l := range e.loops {
 		c := l.counters()
 		st.Loops = append(st.Loops, LoopStats{

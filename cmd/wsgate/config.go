@@ -190,10 +190,11 @@ func channelOptionsFrom(o hub.ChannelOptions) channelOptions {
 }
 
 type websocketSection struct {
-	MessageSizeLimit *int64 `yaml:"message_size_limit" json:"message_size_limit"`
-	MemoryBudget     *int64 `yaml:"memory_budget" json:"memory_budget"`
-	Compression      *bool  `yaml:"compression" json:"compression"`
-	EventLoops       *int   `yaml:"event_loops" json:"event_loops"`
+	MessageSizeLimit *int64    `yaml:"message_size_limit" json:"message_size_limit"`
+	MemoryBudget     *int64    `yaml:"memory_budget" json:"memory_budget"`
+	Compression      *bool     `yaml:"compression" json:"compression"`
+	EventLoops       *int      `yaml:"event_loops" json:"event_loops"`
+	MemoryRelease    *duration `yaml:"memory_release" json:"memory_release"`
 }
 
 type echoSection struct {
@@ -532,6 +533,7 @@ func effectiveFileConfig(o options) (fileConfig, error) {
 			MemoryBudget:     &c.MemoryBudget,
 			Compression:      &c.Compression,
 			EventLoops:       &c.EventLoops,
+			MemoryRelease:    zeroIfNegative(c.MemoryRelease),
 		},
 		Echo:     echoSection{Heartbeat: zeroIfNegative(c.Heartbeat)},
 		Shutdown: shutdownSection{Timeout: dur(c.ShutdownTimeout)},

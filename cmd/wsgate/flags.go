@@ -147,6 +147,9 @@ var settings = []setting{
 	{flag: "event-loops", key: "websocket.event_loops", field: "EventLoops", typ: "int", def: "0",
 		usage: "event loops serving the WebSocket connections; 0 means one per GOMAXPROCS (the cores the process may use)",
 		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return intFlag{&fc.WebSocket.EventLoops} }},
+	{flag: "memory-release", key: "websocket.memory_release", field: "MemoryRelease", typ: "duration", def: wsgate.DefaultMemoryQuiet.String(),
+		usage: "after traffic with large messages stops for this long, give the memory it left behind back to the system (two garbage collections, at most once per 15 such periods); 0 disables",
+		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return durationFlag{&fc.WebSocket.MemoryRelease} }},
 	{flag: "token-hmac-secret", key: "client.token.hmac_secret_key", field: "Tokens.HMACSecret", typ: "secret",
 		usage: "HMAC `secret` that verifies HS256 connection and subscription tokens (JWT) on /connection/websocket; prefer the environment or the file, since a flag shows in ps",
 		value: func(fc *fileConfig, _ *cliFlags) flag.Value { return stringPtrFlag{&fc.Client.Token.HMACSecretKey} }},
@@ -444,6 +447,7 @@ func (o *options) apply(fc *fileConfig, sources map[string]source) error {
 	if p := fc.WebSocket.EventLoops; p != nil {
 		c.EventLoops = *p // the server checks it
 	}
+	c.MemoryRelease = disableZero(fc.WebSocket.MemoryRelease)
 	o.logFormat = "text"
 	if p := fc.Log.Format; p != nil {
 		o.logFormat = *p

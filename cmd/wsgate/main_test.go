@@ -64,6 +64,7 @@ func defaultConfig() server.Config {
 		IdleTimeout:      time.Minute,
 		MaxHeaderBytes:   32 << 10,
 		MaxHTTPConns:     1024,
+		MemoryRelease:    2 * time.Second,
 		Channels: &hub.ChannelConfig{
 			Default:           hub.ChannelOptions{AllowSubscribeForClient: true},
 			Namespaces:        []hub.Namespace{},
@@ -117,6 +118,8 @@ func TestParseArgs(t *testing.T) {
 		{"compression from env", nil, env("WSGATE_COMPRESSION", "true"), func(o *options) { o.server.Compression = true }},
 		{"event loops from env", nil, env("WSGATE_EVENT_LOOPS", "3"), func(o *options) { o.server.EventLoops = 3 }},
 		{"event loops flag wins", []string{"-event-loops=1"}, env("WSGATE_EVENT_LOOPS", "3"), func(o *options) { o.server.EventLoops = 1 }},
+		{"memory release from env", nil, env("WSGATE_MEMORY_RELEASE", "10s"), func(o *options) { o.server.MemoryRelease = 10 * time.Second }},
+		{"memory release off", []string{"-memory-release=0"}, env(), func(o *options) { o.server.MemoryRelease = -1 }},
 		{"compression flag off wins", []string{"-compression=false"}, env("WSGATE_COMPRESSION", "1"), func(*options) {}},
 		{"json logs at debug", []string{"-log-format=json"}, env("WSGATE_LOG_LEVEL", "debug"),
 			func(o *options) { o.logFormat, o.logLevel = "json", slog.LevelDebug }},

@@ -278,6 +278,7 @@ var (
 	descHubInsuff    = desc("wsgate_hub_insufficient_state_total", "Subscriptions ended (or connections closed) because they lost publications.")
 	descEngineConns  = desc("wsgate_engine_connections", "Connections served by wsgate's engine, on every transport (event loops and reader goroutines).")
 	descLoops        = desc("wsgate_event_loops", "Running event loops.")
+	descMemReleases  = desc("wsgate_engine_memory_releases_total", "Times the engine gave memory back to the system after large-buffer traffic stopped (two collections and FreeOSMemory).")
 	descLoopConns    = desc("wsgate_event_loop_connections", "Connections served by each event loop.", "loop")
 	descLoopWakeups  = desc("wsgate_event_loop_wakeups_total", "Times each event loop woke up (reset when the loops stop with the last connection).", "loop")
 	descLoopEvents   = desc("wsgate_event_loop_events_total", "Socket and task events each event loop handled; per wake-up, the batch size.", "loop")
@@ -297,7 +298,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		descConns, descMsgsIn, descMsgsOut, descBytesIn, descBytesOut, descDropped, descSlow,
 		descHTTPConns, descBudgetUsed, descBudgetLimit, descBudgetEvict,
 		descHubClients, descHubUsers, descHubChannels, descHubSubs, descHubPubs, descHubDeliv, descHubInsuff,
-		descEngineConns, descLoops, descLoopConns, descLoopWakeups, descLoopEvents,
+		descEngineConns, descLoops, descMemReleases, descLoopConns, descLoopWakeups, descLoopEvents,
 		descBrokerUp, descBrokerRecv, descBrokerPubErr, descBrokerGaps,
 		descBrokerHist, descBrokerHistB, descBrokerReconn, descTLSNotAfter, descTLSReloads,
 	} {
@@ -345,6 +346,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descEngineConns, float64(s.Engine.Connections))
 	gauge(descLoops, float64(len(s.Engine.Loops)))
+	counter(descMemReleases, s.Engine.MemoryReleases)
 	for i, l := range s.Engine.Loops {
 		loop := strconv.Itoa(i)
 		gauge(descLoopConns, float64(l.Connections), loop)

@@ -110,6 +110,12 @@ type Config struct {
 	// leaves cores to the rest of the process.
 	EventLoops int
 
+	// MemoryRelease is how long traffic with large messages must have
+	// stopped before the engine gives the memory it left behind back to the
+	// system (wsgate.SetMemoryRelease, a setting of the whole process).
+	// Zero means wsgate.DefaultMemoryQuiet (2s); negative disables it.
+	MemoryRelease time.Duration
+
 	// AllowedHosts lists the Host header values the server answers, on
 	// every route; a request for another host gets 421 (misdirected
 	// request). A pattern is a host name in path.Match syntax
@@ -351,6 +357,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Heartbeat == 0 {
 		c.Heartbeat = DefaultHeartbeat
+	}
+	if c.MemoryRelease == 0 {
+		c.MemoryRelease = wsgate.DefaultMemoryQuiet
 	}
 	if c.MaxConns == 0 {
 		c.MaxConns = DefaultMaxConns

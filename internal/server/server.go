@@ -141,6 +141,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if cfg.EventLoops > 0 {
 		wsgate.SetEventLoops(cfg.EventLoops)
 	}
+	wsgate.SetMemoryRelease(cfg.MemoryRelease) // negative: off
 	if cfg.MemoryBudget > 0 {
 		s.budget = wsgate.NewBudget(cfg.MemoryBudget)
 		opts.Budget = s.budget
@@ -523,6 +524,7 @@ func (s *Server) logStartup(addr net.Addr) {
 		"ping_timeout", c.PingTimeout,
 		"compression", c.Compression,
 		"event_loops", c.EventLoops,
+		"memory_release", max(c.MemoryRelease, 0),
 		"tls", s.certs != nil,
 		"metrics", s.metricsWhere(),
 		"admin_addr", s.adminAddrString(),

@@ -637,7 +637,7 @@ func TestConfigDefaults(t *testing.T) {
 		PingInterval: wsgate.DefaultPingInterval, PingTimeout: wsgate.DefaultPingTimeout,
 		AllowOrigins: []string{}, AllowedHosts: []string{},
 		ReadTimeout: 15 * time.Second, WriteTimeout: 15 * time.Second, IdleTimeout: time.Minute,
-		MaxHeaderBytes: 32 << 10, MaxHTTPConns: 1024,
+		MaxHeaderBytes: 32 << 10, MaxHTTPConns: 1024, MemoryRelease: wsgate.DefaultMemoryQuiet,
 		Channels: &hub.ChannelConfig{Default: hub.ChannelOptions{AllowSubscribeForClient: true}},
 	}
 	if !reflect.DeepEqual(got, want) {
