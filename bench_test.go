@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -120,17 +118,22 @@ func benchFanOut(b *testing.B, subs int, compress bool) {
 		}
 	}))
 	defer srv.Close()
+	url := "ws" + strings.TrimPrefix(srv.URL, "http") + "/"
+	ext := ""
+	if compress {
+		ext = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+	}
 	var got atomic.Int64
 	var readers sync.WaitGroup
 	defer readers.Wait()
 	var servers []*wsgate.Conn
 	for range subs {
-		nc, br := rawHandshake(b, srv.Listener.Addr().String(), compress)
-		defer nc.Close()
+		peer := rawDialWith(b, url, ext)
+		defer peer.nc.Close()
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
-			countFrames(br, &got)
+			countFrames(peer.br, &got)
 		}()
 		s := <-serverConns
 		defer s.CloseNow()
@@ -169,26 +172,6 @@ func benchFanOut(b *testing.B, subs int, compress bool) {
 	}
 	wait(int64(i) * int64(subs))
 	b.ReportMetric(float64(time.Since(start).Nanoseconds())/float64(i*subs), "ns/delivery")
-}
-
-// rawHandshake opens a client connection to addr without a wsgate Conn,
-// offering permessage-deflate when compress is set.
-func rawHandshake(b *testing.B, addr string, compress bool) (net.Conn, *bufio.Reader) {
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ext := ""
-	if compress {
-		ext = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
-	}
-	fmt.Fprintf(nc, "GET / HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n%s\r\n", addr, ext)
-	br := bufio.NewReaderSize(nc, 64<<10)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-		b.Fatalf("handshake: %v %v", resp, err)
-	}
-	return nc, br
 }
 
 // countFrames reads unmasked frames until the connection ends, adding one

@@ -173,12 +173,19 @@ func transports(t *testing.T, f func(t *testing.T, copts *wsgate.Options)) {
 // rawPeer is a hand-driven client: it does the handshake and then writes
 // and reads raw frames, so tests can misbehave in ways a Conn never would.
 type rawPeer struct {
-	t  *testing.T
+	t  testing.TB
 	nc net.Conn
 	br *bufio.Reader
 }
 
-func rawDial(t *testing.T, url string) *rawPeer {
+func rawDial(t testing.TB, url string) *rawPeer {
+	t.Helper()
+	return rawDialWith(t, url, "")
+}
+
+// rawDialWith is rawDial with extra request header lines, each ending in
+// CRLF.
+func rawDialWith(t testing.TB, url, headers string) *rawPeer {
 	t.Helper()
 	addr := strings.TrimPrefix(url, "ws://")
 	host, path, _ := strings.Cut(addr, "/")
@@ -189,8 +196,8 @@ func rawDial(t *testing.T, url string) *rawPeer {
 	t.Cleanup(func() { nc.Close() })
 	var k [16]byte
 	rand.Read(k[:])
-	fmt.Fprintf(nc, "GET /%s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
-		path, host, base64.StdEncoding.EncodeToString(k[:]))
+	fmt.Fprintf(nc, "GET /%s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
+		path, host, base64.StdEncoding.EncodeToString(k[:]), headers)
 	br := bufio.NewReader(nc)
 	nc.SetReadDeadline(time.Now().Add(waitLimit))
 	resp, err := http.ReadResponse(br, nil)
